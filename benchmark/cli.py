@@ -1,0 +1,183 @@
+"""The `bench` command line: parse, then call one function per command."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import BenchError
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Print `rows` as an aligned plain-text table with the given columns."""
+    cells = [[_fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import TASKS
+
+    rows = []
+    for flag in TASKS:
+        t = TASKS.get(flag)
+        rows.append(
+            {
+                "task": flag,
+                "dims": f"{t.dims}D",
+                "labels": "binary" if not t.multilabel else f"multi-label ({t.n_labels})",
+                "channels": t.channels,
+                "train": t.splits["train"],
+                "val": t.splits["val"],
+                "test": t.splits["test"],
+                "model": t.reference.get("model"),
+                "ref AUC": t.reference.get("auc"),
+                "ref ACC": t.reference.get("acc"),
+            }
+        )
+    print_table(rows, ["task", "dims", "labels", "channels", "train", "val", "test", "model", "ref AUC", "ref ACC"])
+    print("\nref AUC / ACC: MedMNIST v2 paper (Yang et al., 2023), ResNet-18 (28) for 2D, ResNet-18+3D for 3D.")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .config import SHARED_PARAMS
+    from .methods import METHODS
+
+    for name in METHODS:
+        cls = METHODS.get(name)
+        print(f"{name}: {cls.summary}")
+        for key, param in cls.PARAMS.items():
+            print(f"    {key:<16} default {param.default!s:<10} search {param.describe_space():<22} {param.help}")
+        for key, value in cls.DEFAULTS.items():
+            print(f"    {key:<16} default {value!s:<10} (sets the shared setting)")
+    print("\nshared settings (every method):")
+    for key, param in SHARED_PARAMS.items():
+        print(f"    {key:<16} default {param.default!s:<10} search {param.describe_space():<22} {param.help}")
+    print("\nTask cards may change shared defaults (batch_size is 32 on the 3D tasks). Set any key with --set key=value.")
+    return 0
+
+
+def _progress_factory(quiet: bool) -> Callable | None:
+    if quiet:
+        return None
+
+    def factory(task, config):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config["epochs"], desc=f"{task.flag}", unit="epoch", dynamic_ncols=True)
+
+        def callback(record: dict, _model: Any) -> None:
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_auc=_fmt(record.get("val/auc")), best=record["best_epoch"])
+            bar.update(1)
+            if record["epoch"] >= config["epochs"]:
+                bar.close()
+
+        return callback
+
+    return factory
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import parse_assignments
+    from .runner import RunSpec, run
+
+    overrides: dict[str, Any] = parse_assignments(args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = str(args.epochs)
+    spec = RunSpec(
+        task=args.task,
+        method=args.method,
+        seed=args.seed,
+        overrides=overrides,
+        data_root=args.data_root,
+        out=args.out,
+        runs_root=args.runs,
+        device=args.device,
+        verify_md5=not args.no_verify,
+        force=args.force,
+    )
+    result, run_dir = run(spec, progress=_progress_factory(args.quiet))
+    ref = result.get("reference", {})
+    print(
+        f"{result['task']} / {result['method']} / seed {result['seed']}: "
+        f"test AUC {_fmt(result['test']['auc'])}  ACC {_fmt(result['test']['acc'])}  "
+        f"(MedMNIST v2 {ref.get('model', 'reference')}: AUC {_fmt(ref.get('auc'))}  ACC {_fmt(ref.get('acc'))})"
+    )
+    print(
+        f"selected epoch {result['best_epoch']} of {result['epochs_run']} by val AUC {_fmt(result['val']['auc'])}; "
+        f"trained {result['train_seconds']:.1f} s at {result['images_per_second']:.0f} images/s on {result['device']}"
+    )
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="MedMNIST flag, e.g. breastmnist (see `bench tasks`)")
+    p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
+    p.add_argument("--epochs", type=int, help="shortcut for --set epochs=N")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter; repeatable")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
+    p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the `bench` argument parser."""
+    parser = argparse.ArgumentParser(prog="bench", description="Deep AUC Maximization benchmark on MedMNIST.")
+    parser.add_argument("--version", action="version", version=f"medauc-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train and evaluate one configuration")
+    _add_run_args(p)
+    p.add_argument("--out", help="run directory (default runs/<task>/<method>/<config-hash>)")
+    p.add_argument("--runs", help="root of the run store (default ./runs)")
+    p.add_argument("--force", action="store_true", help="retrain even if this configuration already finished")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tasks", help="list the tasks with their MedMNIST reference numbers")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("methods", help="list the methods and their hyperparameters")
+    p.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `bench` command line; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted; nothing was half-written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

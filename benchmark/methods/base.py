@@ -1,0 +1,101 @@
+"""The method interface: a loss, its optimizer, its schedule and its hyperparameters as one unit.
+
+The trainer only ever calls the hooks below; anything a method needs between epochs
+(a learning-rate decay, PESG's reference-point reset, ALM's mu update from the validation
+AUC) happens inside them, so the trainer never branches on a method's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from ..data import Batch
+from ..hparams import Param
+from ..registry import Registry
+
+
+@dataclass
+class TrainInfo:
+    """What a method may know about the training data and budget when it is built."""
+
+    n_train: int
+    n_labels: int
+    multilabel: bool
+    prior: np.ndarray  # positive share per label of the distribution batches are drawn from
+    epochs: int
+    steps_per_epoch: int
+    device: torch.device
+    train_labels: np.ndarray  # (n_train, n_labels) int, for per-sample state (tpAUC, ALM)
+
+
+@dataclass
+class StepContext:
+    """Services the trainer offers a training step.
+
+    `forward(x)` runs the model under the trainer's autocast and returns float32 logits;
+    `next_batch()` draws another, independent training batch (compositional training needs one).
+    """
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    next_batch: Callable[[], Batch]
+
+
+class Method:
+    """Base class: subclasses set PARAMS and implement `configure` and `train_step`."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    # the method's own hyperparameters, each declared once with its default and search range
+    PARAMS: ClassVar[dict[str, Param]] = {}
+    # defaults this method sets for shared run parameters (layered: task < method < user)
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: dict[str, Any], model: torch.nn.Module, info: TrainInfo) -> None:
+        self.config = config
+        self.model = model
+        self.info = info
+        self.configure()
+
+    def configure(self) -> None:
+        """Build the optimizer, schedule and any auxiliary state."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        """Take one optimisation step on `batch`; return the loss as a detached scalar tensor.
+
+        A tensor, not a float: reading it on the host would synchronise the GPU every step.
+        """
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before epoch `epoch` (1-based)."""
+
+    def on_epoch_end(self, epoch: int, val_metrics: dict[str, float]) -> None:
+        """Called after epoch `epoch` with the validation metrics."""
+
+    def current_lr(self) -> float:
+        """Return the learning rate in force (for the logs)."""
+        optimizer = getattr(self, "optimizer", None)
+        return float(optimizer.param_groups[0]["lr"]) if optimizer is not None else float("nan")
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Return a class decorator that registers a Method subclass under `name`."""
+
+    def add(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.add(name, cls)
+
+    return add
+
+
+def decay_milestones(epochs: int) -> list[int]:
+    """Return the official decay epochs, 50 % and 75 % of the budget (50 and 75 of 100)."""
+    return sorted({max(1, round(0.5 * epochs)), max(1, round(0.75 * epochs))})

@@ -1,0 +1,241 @@
+"""The run store: one directory per run with its config, environment, metrics, result and weights.
+
+Layout of a run directory:
+  config.json         the resolved configuration (task, method, seed, every hyperparameter)
+  environment.json    package versions, device, git commit, data file and its MD5
+  metrics.jsonl       one JSON line per epoch
+  result.json         the final record (written last: its presence marks the run done)
+  model.safetensors   the selected (best-validation) weights
+  predictions_test.npz  test labels and logits of the selected weights
+A run is built in a staging directory beside its final place and renamed into place when
+complete, so a killed run never leaves a half-written run directory, and every file is
+written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+PACKAGES = ("torch", "torchvision", "monai", "medmnist", "numpy", "scikit-learn", "timm", "optuna", "medauc-bench")
+RESULT = "result.json"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would have given; mkstemp's 0600 is too strict for shared run stores
+
+
+def _clean(value: Any) -> Any:
+    """Return `value` with NaN/inf floats as None and numpy scalars as Python ones (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(obj: Any) -> str:
+    """Return deterministic JSON: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(_clean(obj), sort_keys=True, indent=2) + "\n"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> bool:
+        return True
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as deterministic JSON, atomically."""
+    atomic_write_bytes(path, dumps(obj).encode())
+
+
+def read_json(path: Path) -> Any:
+    """Return the parsed JSON at `path`."""
+    return json.loads(Path(path).read_text())
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one compact JSON line to `path`."""
+    with Path(path).open("a") as handle:
+        handle.write(json.dumps(_clean(dict(record)), sort_keys=True) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Return the records of a JSON-lines file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata_: Mapping[str, str] | None = None) -> None:
+    """Write a state dict as safetensors, atomically (no pickle anywhere)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=dict(metadata_ or {}))
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Return the state dict stored in a safetensors file."""
+    return load_file(str(path))
+
+
+def save_predictions(path: Path, labels: np.ndarray, logits: np.ndarray) -> None:
+    """Write the labels and logits of a split to an npz file, atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, labels=np.asarray(labels), logits=np.asarray(logits, dtype=np.float32))
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return (labels, logits) from a predictions file."""
+    with np.load(path, allow_pickle=False) as npz:
+        return npz["labels"], npz["logits"]
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """Return the harness checkout's commit (with '-dirty' if it has local changes), or None."""
+    cwd = cwd or Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    """Return {package: installed version or None}."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def environment(device: torch.device, data_file: Path | None = None, data_md5: str | None = None, md5_verified: bool | None = None) -> dict[str, Any]:
+    """Return what is needed to reproduce a run: versions, device, commit and data file identity."""
+    device = torch.device(device)
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        "data_file": str(data_file) if data_file else None,
+        "data_md5": data_md5,
+        "data_md5_verified": md5_verified,
+        "command": " ".join(sys.argv),
+    }
+
+
+def is_done(run_dir: Path) -> bool:
+    """Return whether `run_dir` holds a finished run."""
+    return (Path(run_dir) / RESULT).is_file()
+
+
+class StagedRun:
+    """A run directory built in a staging folder and moved into place by `commit()`.
+
+    Until commit, `path` is the staging folder (inspect it to follow a long run); if the
+    process dies, the final directory is untouched and the staging folder is left behind
+    with a `.staging-` prefix (removed by the next run of the same config).
+    """
+
+    def __init__(self, final: Path) -> None:
+        self.final = Path(final)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.final.parent.glob(f".staging-{self.final.name}-*"):
+            if stale.is_dir() and not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.path = self.final.parent / f".staging-{self.final.name}-{os.getpid()}"
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir()
+
+    def commit(self) -> Path:
+        """Move the staged run to its final place (replacing an older run there) and return that path."""
+        old = None
+        if self.final.exists():
+            old = self.final.parent / f".old-{self.final.name}-{os.getpid()}"
+            os.replace(self.final, old)
+        os.replace(self.path, self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+    def abort(self) -> None:
+        """Remove the staging folder."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        pid = int(text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,165 @@
+"""The training loop: epochs of method steps, validation after each, best-by-validation weights kept.
+
+`fit` knows nothing of any particular method or task: it asks the sampler for batches, the
+method for steps, the metrics module for validation numbers and calls its callbacks with one
+record per epoch. It never reads the test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from . import metrics
+from .data import Batch, DeviceSplit
+from .hparams import Int
+from .methods.base import Method, StepContext
+
+PARAMS = {
+    "epochs": Int(100, "training epochs (official: 100; the learning rate decays at 50 % and 75 %)", minimum=1),
+}
+
+
+class Sampler(Protocol):
+    """Draws a training epoch's batches as index tensors."""
+
+    def epoch(self, epoch: int) -> list[torch.Tensor]: ...
+
+    def steps_per_epoch(self) -> int: ...
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training after the current epoch (early stopping, pruning)."""
+
+
+Callback = Callable[[dict[str, Any], torch.nn.Module], None]
+
+
+@dataclass
+class FitResult:
+    """What training produced: the selected epoch, its weights and the per-epoch history."""
+
+    best_epoch: int
+    best_val: dict[str, float]
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    stopped_early: bool = False
+
+    @property
+    def images_per_second(self) -> float:
+        """Return training images (or volumes) processed per second of training wall time."""
+        return self.images_seen / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Return bf16 autocast on CUDA, a no-op elsewhere (CPU runs stay in float32, bit-reproducible)."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def eval_batch_size(split: DeviceSplit) -> int:
+    """Return a large inference batch that still fits comfortably (volumes are 28x bigger than images)."""
+    return 1024 if split.dims == 2 else 128
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, split: DeviceSplit, batch_size: int | None = None) -> np.ndarray:
+    """Return the model's float32 logits on every row of `split`, shape (N, n_outputs), in eval mode."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for index in split.sequential(batch_size or eval_batch_size(split)):
+        with autocast(split.device):
+            outputs.append(model(split.inputs(index)).float())
+    model.train(was_training)
+    return torch.cat(outputs).cpu().numpy()
+
+
+def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Return a CPU copy of the model's state dict (parameters and BN buffers)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: torch.nn.Module,
+    method: Method,
+    train: DeviceSplit,
+    val: DeviceSplit,
+    sampler: Sampler,
+    epochs: int,
+    *,
+    callbacks: list[Callback] | tuple[Callback, ...] = (),
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> FitResult:
+    """Train `model` with `method` for `epochs`; return the epoch with the best validation AUC and its weights.
+
+    Ties keep the earlier epoch (as the official script's `>`). Each epoch produces one record
+    {epoch, train_loss, lr, val/auc, val/acc, seconds}; callbacks receive it and may raise
+    StopTraining to end training after that epoch.
+    """
+    device = train.device
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            return model(x).float()
+
+    def prepared(index: torch.Tensor) -> Batch:
+        batch = train.batch(index)
+        if augment is not None:
+            batch.x = augment(batch.x)
+        return batch
+
+    # an independent stream of batches, for methods that need a second mini-batch per step
+    extra: Iterator[torch.Tensor] = itertools.chain.from_iterable(sampler.epoch(10_000_000 + k) for k in itertools.count())
+    ctx = StepContext(forward=forward, next_batch=lambda: prepared(next(extra)))
+
+    best_auc, best_epoch, best_state, best_val = -np.inf, 0, None, {}
+    history: list[dict[str, Any]] = []
+    train_seconds, images_seen, stopped = 0.0, 0, False
+    model.train()
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        method.on_epoch_start(epoch)
+        lr = method.current_lr()
+        total = torch.zeros((), device=device)
+        steps = 0
+        for index in sampler.epoch(epoch):
+            total += method.train_step(prepared(index), ctx)
+            steps += 1
+            images_seen += len(index)
+        train_loss = float(total) / max(steps, 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds += time.perf_counter() - started
+        val_metrics = metrics.evaluate(val.labels_np, predict(model, val))
+        method.on_epoch_end(epoch, val_metrics)
+        improved = bool(np.isfinite(val_metrics["auc"]) and val_metrics["auc"] > best_auc)
+        if improved or best_state is None:
+            best_auc = val_metrics["auc"] if improved else best_auc
+            best_epoch, best_val, best_state = epoch, dict(val_metrics), state_copy(model)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "lr": lr,
+            **{f"val/{k}": v for k, v in val_metrics.items()},
+            "best_epoch": best_epoch,
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        try:
+            for callback in callbacks:
+                callback(record, model)
+        except StopTraining:
+            stopped = True
+            break
+    assert best_state is not None
+    return FitResult(best_epoch, best_val, best_state, history, train_seconds, images_seen, stopped)

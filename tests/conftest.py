@@ -1,0 +1,29 @@
+"""Shared fixtures: synthetic task files in the official format, and the real-data switch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmark.synthetic import write_synthetic
+from benchmark.tasks import TASKS
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a small synthetic `<flag>.npz` for every registered task."""
+    root = tmp_path_factory.mktemp("synthetic-data")
+    for flag in TASKS:
+        write_synthetic(TASKS.get(flag), root)
+    return root
+
+
+@pytest.fixture
+def real_root() -> Path:
+    """The folder of the real MedMNIST files; skips the test unless BENCH_DATA_ROOT is set."""
+    root = os.environ.get("BENCH_DATA_ROOT")
+    if not root:
+        pytest.skip("real-data test: set BENCH_DATA_ROOT to the folder of the real MedMNIST files")
+    return Path(root)
