@@ -67,6 +67,8 @@ class RunSpec:
     device: str = "auto"
     verify_md5: bool = True
     force: bool = False
+    # False for tuning trials: the test split is then never loaded and result["test"] is None
+    evaluate_test: bool = True
 
 
 def run_dir_for(spec: RunSpec, config: dict[str, Any]) -> Path:
@@ -149,12 +151,14 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
     model.load_state_dict(fitted.best_state)
     save_weights(out / "model.safetensors", fitted.best_state, {"task": task.flag, "architecture": task.architecture, "epoch": str(fitted.best_epoch)})
     del train, val
-    # the test split is read here, once, for the selected weights only
-    test_data = load_arrays(task, spec.data_root, verify_md5=spec.verify_md5, download=False, splits=("test",))
-    test = DeviceSplit(test_data.images("test"), test_data.labels("test"), device, as_rgb=config["as_rgb"])
-    test_logits = predict(model, test)
-    test_metrics = metrics.evaluate(test.labels_np, test_logits)
-    save_predictions(out / "predictions_test.npz", test.labels_np, test_logits)
+    test_metrics = None
+    if spec.evaluate_test:
+        # the test split is read here, once, for the selected weights only
+        test_data = load_arrays(task, spec.data_root, verify_md5=spec.verify_md5, download=False, splits=("test",))
+        test = DeviceSplit(test_data.images("test"), test_data.labels("test"), device, as_rgb=config["as_rgb"])
+        test_logits = predict(model, test)
+        test_metrics = metrics.evaluate(test.labels_np, test_logits)
+        save_predictions(out / "predictions_test.npz", test.labels_np, test_logits)
 
     result = {
         "task": task.flag,
