@@ -24,7 +24,7 @@ from .methods import METHODS, TrainInfo
 from .models import build_model
 from .store import StagedRun, append_jsonl, environment, is_done, read_json, save_predictions, save_weights, write_json
 from .tasks import Task, get_task, load_arrays
-from .trainer import Callback, fit, predict
+from .trainer import Callback, fit, predict, prepare_model
 
 DEFAULT_RUNS = Path("runs")
 
@@ -126,9 +126,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
     train = DeviceSplit(data.images("train"), data.labels("train"), device, as_rgb=config["as_rgb"])
     val = DeviceSplit(data.images("val"), data.labels("val"), device, as_rgb=config["as_rgb"])
     sampler = ShuffleSampler(train.labels_np, config["batch_size"], spec.seed)
-    model = build_model(task.architecture, train.in_channels, task.n_labels).to(device)
-    if device.type == "cuda" and task.dims == 2:
-        model = model.to(memory_format=torch.channels_last)
+    model = prepare_model(build_model(task.architecture, train.in_channels, task.n_labels), device, task.dims, compile=config["compile"])
     info = TrainInfo(
         n_train=len(train),
         n_labels=task.n_labels,
@@ -146,7 +144,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
     if progress is not None:
         all_callbacks.append(progress(task, config))
     all_callbacks.extend(callbacks)
-    fitted = fit(model, method, train, val, sampler, config["epochs"], callbacks=all_callbacks)
+    fitted = fit(model, method, train, val, sampler, config["epochs"], callbacks=all_callbacks, precision=config["precision"])
 
     model.load_state_dict(fitted.best_state)
     save_weights(out / "model.safetensors", fitted.best_state, {"task": task.flag, "architecture": task.architecture, "epoch": str(fitted.best_epoch)})
@@ -156,7 +154,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
         # the test split is read here, once, for the selected weights only
         test_data = load_arrays(task, spec.data_root, verify_md5=spec.verify_md5, download=False, splits=("test",))
         test = DeviceSplit(test_data.images("test"), test_data.labels("test"), device, as_rgb=config["as_rgb"])
-        test_logits = predict(model, test)
+        test_logits = predict(model, test, precision=config["precision"])
         test_metrics = metrics.evaluate(test.labels_np, test_logits)
         save_predictions(out / "predictions_test.npz", test.labels_np, test_logits)
 
