@@ -126,7 +126,8 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
     train = DeviceSplit(data.images("train"), data.labels("train"), device, as_rgb=config["as_rgb"])
     val = DeviceSplit(data.images("val"), data.labels("val"), device, as_rgb=config["as_rgb"])
     sampler = ShuffleSampler(train.labels_np, config["batch_size"], spec.seed)
-    model = prepare_model(build_model(task.architecture, train.in_channels, task.n_labels), device, task.dims, compile=config["compile"])
+    model = build_model(task.architecture, train.in_channels, task.n_labels)
+    model = prepare_model(model, device, task.dims, compile=config["compile"], memory_format=config["memory_format"])
     info = TrainInfo(
         n_train=len(train),
         n_labels=task.n_labels,

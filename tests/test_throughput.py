@@ -78,7 +78,7 @@ def test_throughput_cli_2d_whole_epoch(tiny_root: Path, tmp_path: Path, capsys: 
     assert result["reference"]["train_eval_pass_measured"]
     assert all("train_eval_seconds" in w for w in result["reference"]["windows"])
     assert all(w["train_images"] == 96 for w in result["harness"]["windows"] + result["reference"]["windows"])
-    assert result["config"] == {"precision": "auto", "compile": False, "batch_size": 128, "as_rgb": False}
+    assert result["config"] == {"precision": "auto", "memory_format": "auto", "compile": False, "batch_size": 128, "as_rgb": False}
 
 
 def test_throughput_cli_partial_epoch_multilabel_settings(tiny_root: Path, tmp_path: Path) -> None:
@@ -220,3 +220,12 @@ def test_prepare_model_compile_keeps_state_dict_keys() -> None:
     compiled = prepare_model(build_model("resnet18_28", 1, 1), torch.device("cpu"), 2, compile=True)
     assert list(compiled.state_dict()) == keys
     assert not any(k.startswith("_orig_mod") for k in compiled.state_dict())
+
+
+@pytest.mark.parametrize(("memory_format", "dims", "expected"), [("auto", 2, False), ("channels_last", 2, True), ("contiguous", 2, False), ("channels_last", 3, False)])
+def test_prepare_model_memory_format_on_cpu(memory_format: str, dims: int, expected: bool) -> None:
+    model = prepare_model(build_model("resnet18_28" if dims == 2 else "resnet18_3d", 1, 1), torch.device("cpu"), dims, memory_format=memory_format)
+    weight = model.layer1[0].conv1.weight  # 64 input channels: the two layouts differ
+    assert weight.is_contiguous() != expected
+    if dims == 2:
+        assert weight.is_contiguous(memory_format=torch.channels_last) == expected
