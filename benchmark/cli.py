@@ -129,6 +129,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_throughput(args: argparse.Namespace) -> int:
+    from .config import parse_assignments
+    from .store import write_json
+    from .throughput import ThroughputSpec, check_json_target, describe, measure, table_rows
+
+    json_path = check_json_target(args.json) if args.json else None
+    spec = ThroughputSpec(
+        task=args.task,
+        method=args.method,
+        overrides=parse_assignments(args.set),
+        device=args.device,
+        steps=args.steps,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        seed=args.seed,
+        data_root=args.data_root,
+        verify_md5=not args.no_verify,
+        workers=args.workers,
+    )
+    result = measure(spec)
+    print(describe(result) + "\n")
+    print_table(table_rows(result), ["pipeline", "train img/s", "eval img/s", "epoch s", "epoch s (train+val)"])
+    if json_path is not None:
+        write_json(json_path, result)
+        print(f"\nwrote {json_path}")
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -156,6 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain even if this configuration already finished")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("throughput", help="time the harness against the official MedMNIST pipeline, side by side")
+    p.add_argument("--task", required=True, help="MedMNIST flag, e.g. breastmnist (see `bench tasks`)")
+    p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter of the harness run (e.g. precision=bf16); repeatable")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--steps", type=int, help="training steps per timed window (default: a whole epoch up to 10; 1 for 3D on CPU)")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds per pipeline; medians are reported (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds first (default 1)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference pipeline (official: 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
+    p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_throughput)
 
     p = sub.add_parser("tasks", help="list the tasks with their MedMNIST reference numbers")
     p.set_defaults(func=cmd_tasks)
