@@ -342,8 +342,7 @@ def _existing_seeds(entry: dict[str, Any], directory: Path, task: str) -> list[S
     by_seed = {run["seed"]: run for run in entry["runs"]}
     out = []
     for i, seed in enumerate(seeds):
-        run = dict(by_seed[seed])
-        run.pop("seed"), run.pop("test"), run.pop("source", None)
+        run = {k: v for k, v in by_seed[seed].items() if k not in ("seed", "test", "source")}
         out.append(
             SeedResult(
                 kind=entry["kind"],

@@ -316,3 +316,11 @@ def test_rgb_submissions_declare_three_channels_and_evaluate(tmp_path: Path, dat
     assert loaded.manifest["in_channels"] == 3 and loaded.as_rgb
     evaluation = sub.evaluate(loaded, data_root=str(data_root), device="cpu", verify_md5=False)
     assert np.isfinite(evaluation.logits).all() and evaluation.logits.shape == (24, 1)
+
+
+@pytest.mark.realdata
+def test_evaluation_on_the_real_breastmnist_test_split(real_root: Path, archive: Path) -> None:
+    evaluation = sub.evaluate(sub.load_submission(archive), data_root=str(real_root), device="cpu")
+    assert evaluation.data_md5_verified and evaluation.data_md5 == get_task("breastmnist").md5
+    assert evaluation.labels.shape == (156, 1) and np.isfinite(evaluation.logits).all()
+    assert 0.0 <= evaluation.test["auc"] <= 1.0
