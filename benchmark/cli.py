@@ -130,8 +130,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    import json
-
     from . import leaderboard as lb
     from .tasks import TASKS
 
@@ -145,22 +143,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
         return 0
     tasks = [args.task] if args.task else (lb.tasks_with_boards(args.leaderboard_dir) or TASKS.names())
-    rankings = {task: lb.ranking(task, args.leaderboard_dir) for task in tasks}
-    if args.format == "json":
-        print(json.dumps(rankings, sort_keys=True, indent=2))
-        return 0
-    for i, (task, rows) in enumerate(rankings.items()):
-        columns, cells = lb.display_rows(rows)
-        if args.format == "md":
-            print(f"{'' if i == 0 else chr(10)}### {task}\n")
-            print(lb.format_markdown(columns, cells))
-        else:
-            print(f"{'' if i == 0 else chr(10)}{task}")
-            print(lb.format_table(columns, cells))
-    print(
-        "\ntest AUC: mean +/- sd over seeds; 95% CI: bootstrap over test cases; vs ref: minus the MedMNIST v2 "
-        "number; vs CE / p DeLong: against the CE baseline entry (seed-averaged logits, binary tasks)."
-    )
+    print(lb.render(tasks, args.format, args.leaderboard_dir))
     return 0
 
 

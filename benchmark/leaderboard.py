@@ -580,3 +580,24 @@ def format_markdown(columns: Sequence[str], cells: Sequence[Sequence[str]]) -> s
 def tasks_with_boards(directory: str | Path = DEFAULT_DIR) -> list[str]:
     """Return the registered tasks that have a leaderboard file in `directory`, in study order."""
     return [flag for flag in TASKS if leaderboard_path(flag, directory).is_file()]
+
+
+FOOTNOTE = (
+    "test AUC: mean +/- sd over seeds; 95% CI: bootstrap over test cases; vs ref: minus the MedMNIST v2 "
+    "number; vs CE / p DeLong: against the CE baseline entry (seed-averaged logits, binary tasks only)."
+)
+
+
+def render(tasks: Sequence[str], fmt: str = "table", directory: str | Path = DEFAULT_DIR) -> str:
+    """Return the rankings of `tasks` as text: an aligned table, markdown, or JSON (the full rows)."""
+    rankings = {task: ranking(task, directory) for task in tasks}
+    if fmt == "json":
+        return json.dumps(rankings, sort_keys=True, indent=2)
+    blocks = []
+    for task, rows in rankings.items():
+        columns, cells = display_rows(rows)
+        if fmt == "md":
+            blocks.append(f"### {task}\n\n{format_markdown(columns, cells)}")
+        else:
+            blocks.append(f"{task}\n{format_table(columns, cells)}")
+    return "\n\n".join(blocks) + "\n\n" + FOOTNOTE
