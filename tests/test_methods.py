@@ -212,7 +212,7 @@ def test_cli_lists_the_methods_with_their_hyperparameters(capsys: pytest.Capture
 
 
 def test_every_tunable_method_parameter_has_a_search_range() -> None:
-    fixed = {"momentum", "optimizer", "base", "pretrain", "pretrain_epochs", "mu_max"}
+    fixed = {"momentum", "optimizer", "base", "pretrain", "pretrain_epochs", "mu_max", "dual_scaling"}
     for name in METHODS:
         for key, param in METHODS.get(name).PARAMS.items():
             assert param.searchable() or key in fixed, f"{name}.{key} has no search range"
