@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ref = result.get("reference", {})
     print(
         f"{result['task']} / {result['method']} / seed {result['seed']}: "
-        f"test AUC {_fmt(result['test']['auc'])}  ACC {_fmt(result['test']['acc'])}  "
+        f"test AUC {_fmt(result['test']['auc'])}  ACC {_fmt(result['test']['acc'])}  pAUC {_fmt(result['test'].get('pauc'))}  "
         f"(MedMNIST v2 {ref.get('model', 'reference')}: AUC {_fmt(ref.get('auc'))}  ACC {_fmt(ref.get('acc'))})"
     )
     print(
