@@ -219,9 +219,10 @@ def test_every_tunable_method_parameter_has_a_search_range() -> None:
 
 
 @pytest.mark.realdata
+@pytest.mark.parametrize("flag", ["breastmnist", "pneumoniamnist", "adrenalmnist3d"])
 @pytest.mark.parametrize("method", EXPECTED)
-def test_every_method_runs_on_real_breastmnist(method: str, real_root: Path, tmp_path: Path) -> None:
+def test_every_method_runs_on_the_real_files(method: str, flag: str, real_root: Path, tmp_path: Path) -> None:
     overrides: dict[str, Any] = {"epochs": 2, **({"pretrain_epochs": 1} if method == "alm" else {})}
-    result, run_dir = run(RunSpec(task="breastmnist", method=method, overrides=overrides, data_root=str(real_root), out=str(tmp_path / "r"), device="cpu"))
+    result, run_dir = run(RunSpec(task=flag, method=method, overrides=overrides, data_root=str(real_root), out=str(tmp_path / "r")))
     assert all(math.isfinite(r["train_loss"]) for r in read_jsonl(run_dir / "metrics.jsonl"))
     assert 0.0 <= result["test"]["auc"] <= 1.0 and 0.0 <= result["test"]["pauc"] <= 1.0
