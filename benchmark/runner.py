@@ -21,7 +21,7 @@ from .config import config_hash, resolve
 from .controls import add_head_dropout, build_average, check_controls, control_callbacks
 from .data import DeviceSplit, ShuffleSampler
 from .data.augment import build_augmenter, check_method_accepts
-from .data.splits import folds_for
+from .data.splits import Fold, folds_for
 from .errors import BenchError
 from .methods import METHODS, TrainInfo
 from .models import build_model
@@ -110,11 +110,12 @@ def run(
         raise BenchError(f"{final_dir} exists and is not a finished run directory; choose another --out")
     device = resolve_device(spec.device)
     data = load_arrays(task, spec.data_root, verify_md5=spec.verify_md5, splits=("train", "val"))
+    folds = folds_for(config, data.labels("train"), data.labels("val"))  # before staging: a bad split writes nothing
 
     seed_everything(spec.seed)
     staged = StagedRun(final_dir)
     try:
-        result = _train_and_evaluate(spec, task, method_cls, config, data, device, staged.path, callbacks, progress)
+        result = _train_and_evaluate(spec, task, method_cls, config, data, folds, device, staged.path, callbacks, progress)
         final = staged.commit()
     except BaseException:
         staged.abort()
@@ -138,7 +139,21 @@ def fold_seed(seed: int, k: int) -> int:
     return seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0] % 2**31)
 
 
-def _fit_rows(spec, task, method_cls, config, images, labels, train_rows, val_rows, device, seed, callbacks, *, epochs=None, select=True):
+def _fit_rows(
+    task: Task,
+    method_cls: type,
+    config: dict[str, Any],
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    device: torch.device,
+    seed: int,
+    callbacks: list[Callback],
+    *,
+    epochs: int | None = None,
+    select: bool = True,
+) -> tuple[torch.nn.Module, FitResult, np.ndarray]:
     """Fit one model on `train_rows` of the pool, selecting on `val_rows`; return (model with the kept weights, fit, val logits)."""
     seed_everything(seed)
     train = DeviceSplit(images[train_rows], labels[train_rows], device, as_rgb=config["as_rgb"])
@@ -167,7 +182,7 @@ def _fit_rows(spec, task, method_cls, config, images, labels, train_rows, val_ro
     return model, fitted, predict(model, val)
 
 
-def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path, callbacks, progress) -> dict[str, Any]:
+def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold], device, out: Path, callbacks, progress) -> dict[str, Any]:
     started = time.perf_counter()
     full_config = {"task": task.flag, "method": method_cls.name, "seed": spec.seed, **config}
     write_json(out / "config.json", full_config)
@@ -176,20 +191,20 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
     # the train+val pool every validation strategy draws its rows from; the test split is not in it
     images = np.concatenate([data.images("train"), data.images("val")])
     labels = np.concatenate([data.labels("train"), data.labels("val")])
-    folds = folds_for(config, data.labels("train"), data.labels("val"))
     strategy = config["val_strategy"]
     log_path = out / "metrics.jsonl"
 
-    def fit_callbacks(tag: dict[str, Any]) -> list[Callback]:
-        log: Callback = lambda record, _model: append_jsonl(log_path, {**record, **tag})  # noqa: E731
-        found = [log] + ([progress(task, config)] if progress is not None else []) + list(callbacks)
+    def fit_callbacks(tag: dict[str, Any], epochs: int) -> list[Callback]:
+        # the tag (fold or phase) goes into the record itself, so every callback sees it
+        found: list[Callback] = [lambda record, _model: record.update(tag), lambda record, _model: append_jsonl(log_path, record)]
+        found += ([progress(task, {**config, "epochs": epochs})] if progress is not None else []) + list(callbacks)
         return found + control_callbacks(config) if tag.get("phase") != "refit" else found
 
     fits: list[FoldFit] = []
     states: list[dict[str, torch.Tensor]] = []
     for k, fold in enumerate(folds):
         tag = {"fold": fold.name} if strategy == "kfold" else ({"phase": "select"} if strategy == "refit" else {})
-        model, fitted, val_logits = _fit_rows(spec, task, method_cls, config, images, labels, fold.train, fold.val, device, fold_seed(spec.seed, k), fit_callbacks(tag))
+        model, fitted, val_logits = _fit_rows(task, method_cls, config, images, labels, fold.train, fold.val, device, fold_seed(spec.seed, k), fit_callbacks(tag, config["epochs"]))
         fits.append(FoldFit(fold.name, fitted, fold.val, val_logits, fold.digest()))
         states.append(fitted.best_state)
     refit = None
@@ -199,7 +214,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
         selected = fits[0].fitted.best_epoch
         everything = np.arange(len(labels))
         model, refit, _ = _fit_rows(
-            spec, task, method_cls, config, images, labels, everything, folds[0].val, device, spec.seed, fit_callbacks({"phase": "refit"}), epochs=selected, select=False
+            task, method_cls, config, images, labels, everything, folds[0].val, device, spec.seed, fit_callbacks({"phase": "refit"}, selected), epochs=selected, select=False
         )
         states = [refit.best_state]
 
