@@ -11,13 +11,13 @@ import json
 from typing import Any, Mapping
 
 from . import controls, data, trainer
-from .data import augment, splits
+from .data import augment, sampling, splits
 from .errors import BenchError
 from .hparams import Param
 from .methods import Method
 from .tasks import Task
 
-SHARED_PARAMS: dict[str, Param] = {**trainer.PARAMS, **data.PARAMS, **augment.PARAMS, **splits.PARAMS, **controls.PARAMS}
+SHARED_PARAMS: dict[str, Param] = {**trainer.PARAMS, **data.PARAMS, **sampling.PARAMS, **augment.PARAMS, **splits.PARAMS, **controls.PARAMS}
 
 
 def param_table(method: type[Method]) -> dict[str, Param]:

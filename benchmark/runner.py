@@ -19,7 +19,8 @@ import torch
 from . import metrics
 from .config import config_hash, resolve
 from .controls import add_head_dropout, build_average, check_controls, control_callbacks
-from .data import DeviceSplit, ShuffleSampler
+from .data import DeviceSplit
+from .data.sampling import build_sampler
 from .data.augment import build_augmenter, check_method_accepts
 from .data.splits import Fold, folds_for
 from .errors import BenchError
@@ -27,7 +28,7 @@ from .methods import METHODS, TrainInfo
 from .models import build_model
 from .store import StagedRun, append_jsonl, environment, is_done, read_json, save_predictions, save_weights, write_json
 from .tasks import Task, get_task, load_arrays
-from .trainer import Callback, FitResult, eval_batch_size, fit, predict
+from .trainer import Callback, FitResult, eval_batch_size, fit, predict, prepare_model
 
 DEFAULT_RUNS = Path("runs")
 
@@ -158,16 +159,16 @@ def _fit_rows(
     seed_everything(seed)
     train = DeviceSplit(images[train_rows], labels[train_rows], device, as_rgb=config["as_rgb"])
     val = DeviceSplit(images[val_rows], labels[val_rows], device, as_rgb=config["as_rgb"])
-    sampler = ShuffleSampler(train.labels_np, config["batch_size"], seed)
-    model = build_model(task.architecture, train.in_channels, task.n_labels).to(device)
-    if device.type == "cuda" and task.dims == 2:
-        model = model.to(memory_format=torch.channels_last)
+    # prior: the positive share per label of the distribution batches are drawn from (the AUC losses' p)
+    sampler, prior = build_sampler(train.labels_np, config["batch_size"], config["sampling_rate"], seed)
+    model = build_model(task.architecture, train.in_channels, task.n_labels)
+    model = prepare_model(model, device, task.dims, compile=config["compile"], memory_format=config["memory_format"])
     add_head_dropout(model, config["dropout"])
     info = TrainInfo(
         n_train=len(train),
         n_labels=task.n_labels,
         multilabel=task.multilabel,
-        prior=positive_prior(train.labels_np),
+        prior=prior,
         epochs=config["epochs"],
         steps_per_epoch=sampler.steps_per_epoch(),
         device=device,
@@ -177,9 +178,11 @@ def _fit_rows(
     bn_batches = lambda: (train.inputs(index) for index in train.sequential(eval_batch_size(train)))  # noqa: E731
     average = build_average(config, model, config["epochs"], bn_batches)
     augment = build_augmenter(config, task.dims, seed)
-    fitted = fit(model, method, train, val, sampler, epochs or config["epochs"], callbacks=callbacks, augment=augment, average=average, select=select)
+    fitted = fit(
+        model, method, train, val, sampler, epochs or config["epochs"], callbacks=callbacks, augment=augment, precision=config["precision"], average=average, select=select
+    )
     model.load_state_dict(fitted.best_state)
-    return model, fitted, predict(model, val)
+    return model, fitted, predict(model, val, precision=config["precision"])
 
 
 def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold], device, out: Path, callbacks, progress) -> dict[str, Any]:
@@ -244,7 +247,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold],
         logits = []
         for state in states:
             model.load_state_dict(state)
-            logits.append(predict(model, test))
+            logits.append(predict(model, test, precision=config["precision"]))
         test_logits = np.mean(logits, axis=0)
         test_metrics = metrics.evaluate(test.labels_np, test_logits)
         save_predictions(out / "predictions_test.npz", test.labels_np, test_logits)
