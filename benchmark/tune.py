@@ -55,8 +55,8 @@ HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 MAX_RETRIES = 3  # a trial killed this often is given up (its slot goes to a fresh trial)
 MAX_CONSECUTIVE_FAILURES = 3
+POLL_SECONDS = 5  # how often a worker with nothing to claim looks again
 BUDGETED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "bench:worker"
 LOCK_NAME = "medauc-bench-tune"
 
@@ -480,6 +480,7 @@ class PruningReporter:
         self.best = -math.inf
         self.last_epoch = 0
         self.pruned_at: int | None = None
+        self.abandoned = False
 
     def __call__(self, record: dict[str, Any], _model: Any) -> None:
         epoch = int(record["epoch"])
@@ -491,7 +492,12 @@ class PruningReporter:
         if value is None or not math.isfinite(value):
             return
         self.best = max(self.best, float(value))
-        self.trial.report(self.best, self.step)
+        try:
+            self.trial.report(self.best, self.step)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # another worker gave this trial up as stale and queued it again: stop duplicating it
+            self.abandoned = True
+            raise StopTraining("trial given up by another worker") from None
         if self.trial.should_prune():
             self.pruned_at = epoch
             raise StopTraining(f"pruned at epoch {epoch}")
@@ -536,31 +542,38 @@ def run_trial(spec: TuneSpec, study: optuna.Study, trial: optuna.Trial, space: d
         evaluate_test=False,
     )
     reporter = PruningReporter(trial)
-    wall0, cpu0 = time.perf_counter(), time.process_time()
     try:
         result, run_dir = runner.run(run_spec, callbacks=[reporter])
     except KeyboardInterrupt:
         # interrupted, not the configuration's fault: queue it again with the same parameters
-        retry_callback()(study, study.tell(trial, state=TrialState.FAIL))
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # else already failed and queued
+            retry_callback()(study, study.tell(trial, state=TrialState.FAIL))
         raise
     except Exception as exc:
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
-        return study.tell(trial, state=TrialState.FAIL)
-    trial.set_user_attr("run_dir", str(run_dir.resolve()))
-    trial.set_user_attr("wall_seconds", time.perf_counter() - wall0)
-    trial.set_user_attr("cpu_seconds", time.process_time() - cpu0)
-    trial.set_user_attr("train_seconds", result.get("train_seconds"))
-    trial.set_user_attr("device", result.get("device"))
-    trial.set_user_attr("epochs_run", result.get("epochs_run"))
-    trial.set_user_attr("best_epoch", result.get("best_epoch"))
+        return finish(study, trial, {"error": f"{type(exc).__name__}: {exc}"[:500]}, state=TrialState.FAIL)
+    attrs = {"run_dir": str(run_dir.resolve()), **{k: result.get(k) for k in ("wall_seconds", "cpu_seconds", "train_seconds", "device", "epochs_run", "best_epoch")}}
+    if reporter.abandoned:
+        return finish(study, trial, attrs, state=TrialState.FAIL)
     if reporter.pruned_at is not None:
-        trial.set_user_attr("pruned_at_epoch", reporter.pruned_at)
-        return study.tell(trial, state=TrialState.PRUNED)
+        return finish(study, trial, {**attrs, "pruned_at_epoch": reporter.pruned_at}, state=TrialState.PRUNED)
     value = (result.get("val") or {}).get("auc")
     if value is None or not math.isfinite(value):
-        trial.set_user_attr("error", "validation AUC is undefined")
-        return study.tell(trial, state=TrialState.FAIL)
-    return study.tell(trial, float(value))
+        return finish(study, trial, {**attrs, "error": "validation AUC is undefined"}, state=TrialState.FAIL)
+    return finish(study, trial, attrs, value=float(value))
+
+
+def finish(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any], value: float | None = None, state: TrialState | None = None) -> FrozenTrial:
+    """Store `attrs` on the trial and tell Optuna its outcome; return the finished trial.
+
+    If another worker already gave the trial up as stale (and queued it again), its record is
+    left as it is: the retry owns the budget slot.
+    """
+    try:
+        for key, item in attrs.items():
+            trial.set_user_attr(key, item)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    return study.tell(trial, value, state=state, skip_if_finished=True)
 
 
 # --- workers -------------------------------------------------------------------------------
@@ -576,20 +589,32 @@ def work(spec: TuneSpec, deadline: float | None = None, out: Callable[[str], Non
     url = storage_url(spec)
     space = search_space(METHODS.get(spec.method), spec.space, spec.overrides)
     folder = study_dir(spec, study.study_name)
-    finished, failures = 0, 0
+    finished, failures, waiting_said = 0, 0, False
     while deadline is None or time.time() < deadline:
         with claim_lock(url):
             for number in fail_abandoned_trials(study, storage):
                 out(f"[{study.study_name}] trial {number} failed: its worker died; queued again")
-            if len(study.get_trials(deepcopy=False, states=BUDGETED)) >= spec.trials:
+            budgeted = study.get_trials(deepcopy=False, states=BUDGETED)
+            queued = any(t.state == TrialState.WAITING for t in budgeted)
+            running = sum(t.state == TrialState.RUNNING for t in budgeted)
+            trial = None
+            if len(budgeted) < spec.trials or queued:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*Heartbeat.*")
+                    trial = study.ask()  # a queued (retried) trial first, else a new draw
+                storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker_identity())
+                storage.record_heartbeat(trial._trial_id)
+                # a retried trial reuses its original's run directory: a run finished there is not retrained
+                original = storage.get_trial(trial._trial_id).system_attrs.get("failed_trial", trial.number)
+            elif not running:
                 break
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*Heartbeat.*")
-                trial = study.ask()
-            storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker_identity())
-            storage.record_heartbeat(trial._trial_id)
-            # a retried trial reuses its original's run directory: a run finished there is not retrained
-            original = storage.get_trial(trial._trial_id).system_attrs.get("failed_trial", trial.number)
+        if trial is None:
+            # the rest of the budget is running elsewhere: wait, to retry it should its worker die
+            if not waiting_said:
+                out(f"[{study.study_name}] waiting for {running} running trial(s) of other workers")
+                waiting_said = True
+            time.sleep(POLL_SECONDS)
+            continue
         with Heartbeat(storage, trial._trial_id):
             frozen = run_trial(spec, study, trial, space, folder / "trials" / f"{original:04d}")
         out(trial_line(study, frozen))
