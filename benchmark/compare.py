@@ -175,16 +175,15 @@ def compare(spec: CompareSpec, out: Callable[[str], None] = print) -> tuple[dict
                     "seed": seed,
                     "run_dir": str(run_dir.resolve()),
                     "best_epoch": result["best_epoch"],
-                    "val_auc": result["val"]["auc"],
-                    "test_auc": result["test"]["auc"],
-                    "test_acc": result["test"]["acc"],
+                    "val": result["val"],
+                    "test": result["test"],
                     "wall_seconds": result.get("wall_seconds"),
                     "cpu_seconds": result.get("cpu_seconds"),
                     "train_seconds": result.get("train_seconds"),
                     "device": result.get("device"),
                 }
             )
-            out(f"   seed {seed}: val AUC {_f(result['val']['auc'])}  test AUC {_f(result['test']['auc'])}  ACC {_f(result['test']['acc'])}  ({run_dir})")
+            out(f"   seed {seed}: val AUC {_f(result['val']['auc'])}  test {_metrics(result['test'])}  ({run_dir})")
         tuning_cost, final_cost = study["cost"], tune.cost(runs)
         summary["results"][method] = {
             "study": study["study"],
@@ -194,9 +193,9 @@ def compare(spec: CompareSpec, out: Callable[[str], None] = print) -> tuple[dict
             "best_params": best_params,
             "fixed": fixed,
             "runs": runs,
-            "test_auc": mean_sd([r["test_auc"] for r in runs]),
-            "test_acc": mean_sd([r["test_acc"] for r in runs]),
-            "val_auc": mean_sd([r["val_auc"] for r in runs]),
+            # every metric the runs report (auc, acc, pauc, ...), over the seeds
+            "test": {k: mean_sd([r["test"].get(k) for r in runs]) for k in runs[0]["test"]},
+            "val": {k: mean_sd([r["val"].get(k) for r in runs]) for k in runs[0]["val"]},
             "cost": {
                 "tuning": tuning_cost,
                 "final": final_cost,
@@ -221,6 +220,13 @@ def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+LABELS = {"auc": "AUC", "acc": "ACC", "pauc": "pAUC"}  # display names; other metrics print as their keys
+
+
+def _metrics(values: dict[str, float | None]) -> str:
+    return "  ".join(f"{LABELS.get(k, k)} {_f(v)}" for k, v in values.items())
+
+
 def _pm(stat: dict[str, Any]) -> str:
     if stat["mean"] is None:
         return "-"
@@ -232,9 +238,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = [f"{summary['task']}: test metrics over seeds {summary['seeds']} (mean +/- sample sd), best of {summary['trials']} trials each"]
     for method, r in summary["results"].items():
         cost = r["cost"]
+        metrics = "  ".join(f"{LABELS.get(k, k)} {_pm(stat)}" for k, stat in r["test"].items())
         lines.append(
-            f"  {method:<10} test AUC {_pm(r['test_auc'])}  ACC {_pm(r['test_acc'])}  "
-            f"(val AUC of the tuned config {r['best_val_auc']:.4f}; {cost['wall_seconds']:.0f} s wall, "
-            f"{cost['cpu_seconds']:.0f} CPU s, {cost['gpu_seconds']:.0f} GPU s)"
+            f"  {method:<10} test {metrics}  (val AUC of the tuned config {r['best_val_auc']:.4f}; "
+            f"{cost['wall_seconds']:.0f} s wall, {cost['cpu_seconds']:.0f} CPU s, {cost['gpu_seconds']:.0f} GPU s)"
         )
     return lines

@@ -56,6 +56,7 @@ GRACE_SECONDS = 120
 MAX_RETRIES = 3  # a trial killed this often is given up (its slot goes to a fresh trial)
 MAX_CONSECUTIVE_FAILURES = 3
 POLL_SECONDS = 5  # how often a worker with nothing to claim looks again
+STORAGE_ATTEMPTS = 4
 BUDGETED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 WORKER_ATTR = "bench:worker"
 LOCK_NAME = "medauc-bench-tune"
@@ -306,18 +307,26 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 120}}  # wait for other workers' writes
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-                **{_RETRY_KWARG: retry_callback()},
-            )
-        except Exception as exc:
-            raise BenchError(f"cannot open the Optuna storage {public_url(url)}: {exc}") from None
+    for attempt in range(STORAGE_ATTEMPTS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                    **{_RETRY_KWARG: retry_callback()},
+                )
+            except ImportError as exc:
+                raise BenchError(f"cannot open the Optuna storage {public_url(url)}: {exc} (install its database driver)") from None
+            except Exception as exc:
+                # a program that is not a worker (optuna-dashboard, a script) may be creating
+                # Optuna's tables at the same moment, outside our lock: try again
+                if attempt + 1 == STORAGE_ATTEMPTS:
+                    raise BenchError(f"cannot open the Optuna storage {public_url(url)}: {exc}") from None
+                time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
 
 
 # Optuna 4.9 renamed RetryFailedTrialCallback / failed_trial_callback; accept both spellings

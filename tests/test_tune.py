@@ -300,7 +300,7 @@ def test_killed_worker_resumes_without_losing_completed_trials(tune_root: Path, 
     worker = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def mid_second_trial() -> bool:
-        if not (runs / "optuna.db").exists():
+        if not (folder.parent / "study.json").exists():  # the worker has made the study
             return False
         try:
             trials = _load(spec).trials
@@ -403,12 +403,15 @@ def test_compare_tunes_with_one_budget_retrains_over_seeds_and_tests_once(full_r
             assert result["method"] == method and result["seed"] == run["seed"]
             assert all(result["config"][k] == v for k, v in r["best_params"].items())
             labels, logits = load_predictions(Path(run["run_dir"]) / "predictions_test.npz")
-            assert run["test_auc"] == pytest.approx(metrics.evaluate(labels, logits)["auc"])
-            tests.append(run["test_auc"])
-        assert r["test_auc"]["mean"] == pytest.approx(np.mean(tests)) and r["test_auc"]["sd"] == pytest.approx(np.std(tests, ddof=1))
+            recomputed = metrics.evaluate(labels, logits)
+            assert run["test"]["auc"] == pytest.approx(recomputed["auc"]) and run["test"]["acc"] == pytest.approx(recomputed["acc"])
+            assert run["val"] == result["val"]
+            tests.append(run["test"]["auc"])
+        assert set(r["test"]) == set(recomputed) and r["test"]["auc"]["n"] == 2
+        assert r["test"]["auc"]["mean"] == pytest.approx(np.mean(tests)) and r["test"]["auc"]["sd"] == pytest.approx(np.std(tests, ddof=1))
         assert r["cost"]["tuning"]["runs"] == 2 and r["cost"]["final"]["runs"] == 2
         assert r["cost"]["cpu_seconds"] > 0 and r["cost"]["gpu_seconds"] == 0
-        assert f"  {method:<10} test AUC {r['test_auc']['mean']:.4f} +/- {r['test_auc']['sd']:.4f}" in out
+        assert f"  {method:<10} test AUC {r['test']['auc']['mean']:.4f} +/- {r['test']['auc']['sd']:.4f}" in out
     # resumes: nothing is tuned or trained again, the summary is the same
     calls = len(load_calls)
     again, _ = compare(spec)
