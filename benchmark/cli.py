@@ -257,18 +257,67 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_fields(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import parse_assignments
+
+    overrides: dict[str, Any] = parse_assignments(args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = str(args.epochs)
+    return dict(
+        task=args.task,
+        trials=args.trials,
+        space=tuple(s.strip() for s in (args.space or "").split(",") if s.strip()),
+        overrides=overrides,
+        pruner=args.pruner,
+        seed=args.seed,
+        storage=args.storage,
+        timeout=args.timeout,
+        jobs=args.jobs,
+        data_root=args.data_root,
+        runs_root=args.runs,
+        device=args.device,
+        verify_md5=not args.no_verify,
+    )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import TuneSpec, tune
+
+    tune(TuneSpec(method=args.method, study=args.study, **_tune_fields(args)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import CompareSpec, compare
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    compare(CompareSpec(methods=methods, seeds=args.seeds, **_tune_fields(args)))
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
+def _add_run_args(p: argparse.ArgumentParser, method: bool = True) -> None:
     p.add_argument("--task", required=True, help="MedMNIST flag, e.g. breastmnist (see `bench tasks`)")
-    p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
+    if method:
+        p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
     p.add_argument("--epochs", type=int, help="shortcut for --set epochs=N")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter; repeatable")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
+
+
+def _add_tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", type=int, required=True, help="budget: finished (complete or pruned) trials per study")
+    p.add_argument("--space", help="shared hyperparameters to search too, comma-separated (e.g. lr,weight_decay,batch_size)")
+    p.add_argument("--pruner", default="median", help="median (default), hyperband or none: stops hopeless trials early")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<runs>/optuna.db); e.g. postgresql://user@host/db")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--timeout", type=float, help="seconds per study; no new trial starts after it")
+    p.add_argument("--runs", help="root of the run store (default ./runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_throughput)
+
+    p = sub.add_parser("tune", help="tune a method's hyperparameters on validation data (Optuna)")
+    _add_run_args(p)
+    _add_tune_args(p)
+    p.add_argument("--study", help="study name (default <task>.<method>.<N>trials.<E>epochs.<hash>)")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("compare", help="tune several methods with one budget, retrain the winners over seeds, test once")
+    _add_run_args(p, method=False)
+    p.add_argument("--methods", required=True, help="comma-separated method ids, e.g. ce,aucm")
+    p.add_argument("--seeds", type=int, default=3, help="final runs per method (seeds --seed+1 .. --seed+S; default 3)")
+    _add_tune_args(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("tasks", help="list the tasks with their MedMNIST reference numbers")
     p.set_defaults(func=cmd_tasks)

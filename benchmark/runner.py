@@ -186,7 +186,7 @@ def _fit_rows(
 
 
 def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold], device, out: Path, callbacks, progress) -> dict[str, Any]:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     full_config = {"task": task.flag, "method": method_cls.name, "seed": spec.seed, **config}
     write_json(out / "config.json", full_config)
     write_json(out / "environment.json", environment(device, data.path, data.md5, data.md5_verified))
@@ -273,6 +273,8 @@ def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold],
         "reference": task.reference,
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - started,
+        # CPU time of this process (all threads): with wall time, what a run cost on a CPU machine
+        "cpu_seconds": time.process_time() - cpu_started,
         "images_per_second": sum(f.images_seen for f in all_fits) / train_seconds if train_seconds > 0 else float("nan"),
         "device": str(device),
         "data_md5": data.md5,
