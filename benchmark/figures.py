@@ -145,43 +145,45 @@ def _task_title(task: str, titles: Mapping[str, str] | None) -> str:
     return (titles or {}).get(task, task)
 
 
-def learning_curves(curves: Mapping[str, Mapping[str, Curve]], colors: Mapping[str, str], titles: Mapping[str, str] | None = None) -> Figure:
-    """Return one panel per task: validation AUC (solid) and train AUC (dashed) per epoch for each method.
+def learning_curves(task_title: str, curves: Mapping[str, Curve], colors: Mapping[str, str]) -> Figure:
+    """Return one task's learning curves: a panel per method with validation AUC (solid) and train AUC (dashed) per epoch.
 
-    The band between a method's train and validation curves is its generalization gap; a dot
-    marks the selected (best-validation) epoch of each seed on the validation curve.
+    The shaded band between the two curves is the generalization gap; dots mark the selected
+    (best-validation) epoch of each seed. Panels share the AUC axis so methods compare directly.
     """
-    tasks = list(curves)
+    methods = [m for m in colors if m in curves]
+    ncols = min(len(methods), 4)
     with plt.rc_context(STYLE):
-        fig, axes = _figure(len(tasks))
-        methods_seen: list[str] = []
+        fig, axes = _figure(len(methods), ncols=ncols, panel=(2.6, 2.2))
         any_train = False
-        for ax, task in zip(axes, tasks):
-            for method, curve in curves[task].items():
-                if method not in methods_seen:
-                    methods_seen.append(method)
-                c = colors[method]
-                ax.plot(curve.epochs, curve.val_auc, color=c, lw=1.4)
-                if curve.train_auc is not None:
-                    any_train = True
-                    ax.plot(curve.epochs, curve.train_auc, color=c, lw=1.1, ls="--")
-                    ax.fill_between(curve.epochs, curve.val_auc, curve.train_auc, color=c, alpha=0.12, lw=0)
-                for best in curve.best_epochs:
-                    hit = np.flatnonzero(curve.epochs == best)
-                    if hit.size:
-                        ax.plot(best, curve.val_auc[hit[0]], "o", color=c, ms=3.5, mec="white", mew=0.5)
-            ax.set_title(_task_title(task, titles))
+        for ax, method in zip(axes, methods):
+            curve, c = curves[method], colors[method]
+            ax.plot(curve.epochs, curve.val_auc, color=c, lw=1.4)
+            if curve.train_auc is not None:
+                any_train = True
+                ax.plot(curve.epochs, curve.train_auc, color=c, lw=1.1, ls="--")
+                ax.fill_between(curve.epochs, curve.val_auc, curve.train_auc, color=c, alpha=0.15, lw=0)
+            for best in curve.best_epochs:
+                hit = np.flatnonzero(curve.epochs == best)
+                if hit.size:
+                    ax.plot(best, curve.val_auc[hit[0]], "o", color=c, ms=4, mec="black", mew=0.6, zorder=3)
+            seeds = f"{curve.n_seeds} seed{'s' if curve.n_seeds != 1 else ''}"
+            ax.set_title(f"{method} ({seeds})", color=c)
             ax.set_xlabel("epoch")
             ax.set_ylabel("AUC")
-            ax.set_ylim(top=1.005)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        order = [m for m in colors if m in methods_seen]
-        handles = _method_handles(order, colors)
-        handles.append(Line2D([], [], color="0.3", lw=1.4, label="validation AUC"))
+        values = [v for m in methods for arr in (curves[m].val_auc, curves[m].train_auc) if arr is not None for v in arr if math.isfinite(v)]
+        if values:
+            low = max(0.0, math.floor((min(values) - 0.02) * 20) / 20)
+            for ax in axes:
+                ax.set_ylim(low, 1.005)
+        handles = [Line2D([], [], color="0.3", lw=1.4, label="validation AUC")]
         if any_train:
             handles.append(Line2D([], [], color="0.3", lw=1.1, ls="--", label="train AUC"))
-        handles.append(Line2D([], [], color="0.3", marker="o", ls="", ms=3.5, label="selected epoch"))
-        _legend_below(fig, handles, ncol=min(len(handles), 6))
+            handles.append(Patch(facecolor="0.3", alpha=0.15, label="gap"))
+        handles.append(Line2D([], [], color="0.3", marker="o", ls="", ms=4, mec="black", mew=0.6, label="selected epoch (per seed)"))
+        fig.suptitle(task_title, fontsize=10)
+        _legend_below(fig, handles, ncol=len(handles) if ncols >= 3 else 2)
     return fig
 
 

@@ -218,11 +218,18 @@ class Entry:
     fpr: Scores | None = None
 
 
-def load_leaderboards(folder: Path | None, tasks: Sequence[str]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Return {(task, method): leaderboard entry} from `folder/<task>.json` (reference rows left out); {} if none exist."""
+def load_leaderboards(folder: Path | None, tasks: Sequence[str]) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
+    """Return ({(task, method): the leaderboard entry selected for the table}, notes) from `folder/<task>.json`.
+
+    Only entries trained by the harness (kind "run") are candidates; among several entries of
+    one method (configurations), the one with the best mean validation AUC over its seeds is
+    selected, as for runs. Reference rows come from the task cards; submissions are left to
+    `bench leaderboard`.
+    """
     out: dict[tuple[str, str], dict[str, Any]] = {}
+    notes: list[str] = []
     if folder is None or not Path(folder).is_dir():
-        return out
+        return out, notes
     for task in tasks:
         path = Path(folder) / f"{task}.json"
         if not path.is_file():
@@ -231,46 +238,52 @@ def load_leaderboards(folder: Path | None, tasks: Sequence[str]) -> dict[tuple[s
             board = read_json(path)
         except (OSError, ValueError) as exc:
             raise BenchError(f"leaderboard {path} is not valid JSON ({exc})") from None
-        for entry in _board_entries(board):
-            if entry.get("reference"):
+        if not isinstance(board, dict) or not isinstance(board.get("entries"), list):
+            raise BenchError(f"leaderboard {path} has no 'entries' list; regenerate it with `bench leaderboard`")
+        skipped = 0
+        for entry in board["entries"]:
+            if not isinstance(entry, dict) or entry.get("reference"):
                 continue
-            key = (task, entry["method"])
-            if key not in out or _num(entry.get("mean_auc", entry.get("test_auc", {}).get("mean"))) > _num(out[key].get("mean_auc", out[key].get("test_auc", {}).get("mean"))):
+            if entry.get("kind", "run") != "run":
+                skipped += 1
+                continue
+            key = (task, str(entry["method"]))
+            if key not in out or _entry_rank(entry) > _entry_rank(out[key]):
                 out[key] = entry
-    return out
+        if skipped:
+            notes.append(f"{get_task(task).title}: {skipped} submitted-model entries of the leaderboard are not in the tables (see `bench leaderboard`)")
+    return out, notes
 
 
-def _board_entries(board: Any) -> list[dict[str, Any]]:
-    if isinstance(board, list):
-        return [e for e in board if isinstance(e, dict) and "method" in e]
-    return [e for e in board.get("entries", []) if isinstance(e, dict) and "method" in e]
+def _entry_rank(entry: Mapping[str, Any]) -> tuple[float, int, str]:
+    vals = [_num(r.get("val_auc")) for r in entry.get("runs", [])]
+    vals = [v for v in vals if math.isfinite(v)]
+    return (float(np.mean(vals)) if vals else -1.0, len(entry.get("runs", [])), str(entry.get("id", "")))
 
 
-def _entry_scores(entry: Mapping[str, Any]) -> Scores:
-    """Return the leaderboard entry's test AUC per seed with its own mean and sd (the table must equal them)."""
-    auc = entry.get("test_auc")
-    if isinstance(auc, Mapping):
-        values = [v for v in auc.get("per_seed", auc.get("values", []))]
-        return Scores(tuple(float(v) for v in values), float(auc["mean"]), None if auc.get("sd") is None else float(auc["sd"]))
-    values = [float(v) for v in entry.get("per_seed_auc", [])]
-    return Scores(tuple(values), float(entry["mean_auc"]), None if entry.get("sd_auc") is None else float(entry["sd_auc"]))
+def _entry_scores(entry: Mapping[str, Any], key: str) -> Scores | None:
+    """Return the leaderboard's per-seed values of test metric `key` with the leaderboard's own mean and sd (the table must equal them)."""
+    summary = (entry.get("test") or {}).get(key)
+    if not isinstance(summary, Mapping) or summary.get("mean") is None:
+        return None
+    values = tuple(float(v) for r in entry.get("runs", []) if (v := (r.get("test") or {}).get(key)) is not None)
+    return Scores(values, float(summary["mean"]), None if summary.get("sd") is None else float(summary["sd"]))
 
 
 def build_entries(selected: Mapping[tuple[str, str], Group], groups: Sequence[Group], boards: Mapping[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], Entry]:
-    """Return the table's cells: leaderboard entries where a leaderboard lists the method, else the selected run groups."""
+    """Return the table's cells: leaderboard entries where a leaderboard lists the method, else the selected run groups.
+
+    A leaderboard entry is matched to the run store's group of the same configuration (for
+    curves and ROC); its numbers are the leaderboard's own.
+    """
     entries: dict[tuple[str, str], Entry] = {}
-    by_hash: dict[tuple[str, str, str], Group] = {}
-    for g in groups:
-        for r in g.runs:
-            if r.result.get("config_hash"):
-                by_hash[(g.task, g.method, r.result["config_hash"])] = g
     for key, board in boards.items():
-        group = None
-        for h in board.get("config_hashes", []) or ([board["config_hash"]] if board.get("config_hash") else []):
-            group = group or by_hash.get((key[0], key[1], h))
-        if group is None and board.get("config"):
-            group = next((g for g in groups if (g.task, g.method) == key and g.config == board["config"]), None)
-        entries[key] = Entry(key[0], key[1], _entry_scores(board), "leaderboard", group, dict(board.get("config") or (group.config if group else {})))
+        auc = _entry_scores(board, "auc")
+        if auc is None:
+            continue
+        config = dict(board.get("config") or {})
+        group = next((g for g in groups if (g.task, g.method) == key and g.config == config), None)
+        entries[key] = Entry(key[0], key[1], auc, "leaderboard", group, config, _entry_scores(board, "fpr_at_95tpr"))
     for key, group in selected.items():
         if key not in entries:
             entries[key] = Entry(key[0], key[1], group.test_scores("auc"), "runs", group, group.config)
@@ -571,7 +584,8 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
     tasks = [t for t in order if any(k[0] == t for k in selected)]
     colors = figures.method_colors(g.method for g in groups)
     methods = [m for m in colors if any(k[1] == m for k in selected)]
-    boards = load_leaderboards(opts.leaderboards, tasks)
+    boards, board_notes = load_leaderboards(opts.leaderboards, tasks)
+    load_notes += board_notes
     entries = build_entries(selected, groups, boards)
     missing = [get_task(t).title for t in order if t not in tasks]
     titles = {t: get_task(t).title for t in TASKS}
@@ -635,25 +649,31 @@ def _figures(folder, opts, runs, groups, selected, entries, tasks, order, method
     def saved(name: str, fig) -> list[str]:
         return [f"figures/{p.name}" for p in figures.save(fig, folder, name)]
 
-    # 1. learning curves
+    # 1. learning curves, one figure per task
     sec = Section("Learning curves: train and validation AUC per epoch")
-    curves: dict[str, dict[str, Curve]] = {}
     used: list[Group] = []
+    no_train: list[str] = []
     for task in tasks:
+        curves: dict[str, Curve] = {}
         for method in methods:
-            g = entries[(task, method)].group if (task, method) in entries else None
-            c = curve_of(g) if g else None
+            e = entries.get((task, method))
+            c = curve_of(e.group) if e and e.group else None
             if c is not None:
-                curves.setdefault(titles[task], {})[method] = c
-                used.append(g)
-            elif (task, method) in entries:
-                sec.notes.append(f"{titles[task]} / {method}: no per-epoch log in its runs")
-    no_train = sorted({f"{k}" for k, v in curves.items() for c in v.values() if c.train_auc is None})
-    if curves:
-        sec.files = saved("learning_curves", figures.learning_curves(curves, colors))
-        sec.caption = f"Validation AUC (solid) and train AUC (dashed) per epoch, mean over seeds, for each method's selected configuration; the shaded band is the train-validation gap, dots the selected epochs. From {_runs_phrase(used, root)}."
-        if no_train:
-            sec.notes.append(f"train AUC per epoch was not recorded in the runs of {', '.join(no_train)} (the runs predate train-AUC logging), so only validation curves are drawn there")
+                curves[method] = c
+                used.append(e.group)
+                if c.train_auc is None:
+                    no_train.append(f"{titles[task]} / {method}")
+            elif e is not None:
+                sec.notes.append(f"{titles[task]} / {method}: no per-epoch log in the store, so no curve")
+        if curves:
+            sec.files += saved(f"learning_curves_{task}", figures.learning_curves(titles[task], curves, colors))
+    if sec.files:
+        sec.caption = (
+            "Per task, one panel per method: validation AUC (solid) and train AUC (dashed) per epoch, mean over the seeds of the "
+            f"method's selected configuration; the shaded band is the train-validation gap, dots the selected epochs. From {_runs_phrase(used, root)}."
+        )
+    if no_train:
+        sec.notes.append(f"train AUC per epoch is not in the logs of {', '.join(no_train)} (runs made before train-AUC logging), so only the validation curve is drawn there")
     sections.append(sec)
 
     # 2. test AUC bars
@@ -673,7 +693,12 @@ def _figures(folder, opts, runs, groups, selected, entries, tasks, order, method
     for task in tasks:
         for method in methods:
             e = entries.get((task, method))
-            if e is None or e.group is None:
+            if e is None:
+                continue
+            if e.fpr is not None:
+                fprs.setdefault(titles[task], {})[method] = e.fpr
+            if e.group is None:
+                sec.notes.append(f"{titles[task]} / {method}: the leaderboard entry's runs are not in this run store, so no ROC curve")
                 continue
             best = e.group.best_run().predictions()
             if best is None:
@@ -683,18 +708,23 @@ def _figures(folder, opts, runs, groups, selected, entries, tasks, order, method
             if roc is not None:
                 rocs.setdefault(titles[task], {})[method] = roc
                 used.append(e.group)
-            per_seed = [fpr_at_tpr(*p) for r in e.group.runs if (p := r.predictions()) is not None]
-            fprs.setdefault(titles[task], {})[method] = Scores.of(per_seed)
+            if e.fpr is None:
+                per_seed = [fpr_at_tpr(*p) for r in e.group.runs if (p := r.predictions()) is not None]
+                fprs.setdefault(titles[task], {})[method] = Scores.of(per_seed)
     if rocs:
-        files = saved("roc_curves", figures.roc_curves(rocs, colors, tpr_level=TPR_LEVEL))
-        files += saved("fpr_at_95tpr", figures.fpr_bars(fprs, colors, TPR_LEVEL))
-        sec.files = files
+        sec.files += saved("roc_curves", figures.roc_curves(rocs, colors, tpr_level=TPR_LEVEL))
+    if fprs:
+        fprs = {t: fprs[t] for t in (titles[x] for x in tasks) if t in fprs}
+        sec.files += saved("fpr_at_95tpr", figures.fpr_bars(fprs, colors, TPR_LEVEL))
+    if sec.files:
         multi = [titles[t] for t in tasks if get_task(t).multilabel and titles[t] in rocs]
         sec.caption = (
-            "Left: test ROC curve of each method's best model (the seed of the selected configuration with the best validation AUC), "
+            "Test ROC curve of each method's best model (the seed of the selected configuration with the best validation AUC), "
             "the grey box the two-way partial-AUC region (FPR <= 0.3, TPR >= 0.7), the dotted line TPR = 0.95"
-            + (f"; {', '.join(multi)}: macro average of the per-label curves" if multi else "")
-            + f". Right: test FPR at 95 % TPR (lower is better), mean and sd over the seeds. From {_runs_phrase(used, root)}."
+            + (f" ({', '.join(multi)}: macro average of the per-label curves)" if multi else "")
+            + "; below, the test FPR at 95 % TPR (lower is better), mean and sd over the seeds"
+            + (" (leaderboard values where a leaderboard lists the method)" if any(e.fpr is not None for e in entries.values()) else "")
+            + f". From {_runs_phrase(used, root)}."
         )
     sections.append(sec)
 
@@ -835,7 +865,7 @@ def _optuna_sections(folder: Path, opts: ReportOptions, order: Sequence[str], ti
     shown = sorted({s.storage for s in studies})
     sec.caption = (
         "Per Optuna study: the validation AUC of each completed trial (dots) and the best so far (line), and fANOVA importances "
-        f"of the searched hyperparameters (seeded, needs two or more completed trials). From {len(studies)} studies in {', '.join(shown)}."
+        f"of the searched hyperparameters (seeded, needs two or more completed trials). From {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} in {', '.join(shown)}."
     )
     return [sec]
 
