@@ -132,9 +132,16 @@ def _figure(n_panels: int, ncols: int | None = None, panel: tuple[float, float] 
 
 
 def _legend_below(fig: Figure, handles: list, ncol: int | None = None) -> None:
-    """Put one legend for the whole figure below the panels, where it covers nothing."""
-    if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=ncol or min(len(handles), 5), frameon=False)
+    """Put one legend for the whole figure below the panels, where it covers nothing, read row by row."""
+    if not handles:
+        return
+    ncol = min(ncol or 5, len(handles))
+    rows = math.ceil(len(handles) / ncol)
+    # matplotlib fills a legend column by column; place the handles so that it reads row by row
+    blank = Line2D([], [], alpha=0.0, label=" ")
+    grid = [handles[i] if i < len(handles) else blank for i in range(rows * ncol)]
+    ordered = [grid[r * ncol + c] for c in range(ncol) for r in range(rows)]
+    fig.legend(handles=ordered, loc="outside lower center", ncol=ncol, frameon=False)
 
 
 def _method_handles(methods: Iterable[str], colors: Mapping[str, str]) -> list:
