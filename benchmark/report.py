@@ -85,6 +85,9 @@ class Run:
 
     def train_val_gap(self) -> float | None:
         """Return train AUC minus validation AUC at the selected epoch, or None when train AUC was not recorded."""
+        gap = self.result.get("train_val_gap")
+        if gap is not None and math.isfinite(gap):
+            return float(gap)
         train = (self.result.get("train") or {}).get("auc")
         if train is not None:
             return _num(train) - self.val_auc
@@ -93,6 +96,12 @@ class Run:
             if record.get("epoch") == best and record.get("train/auc") is not None and record.get("val/auc") is not None:
                 return float(record["train/auc"]) - float(record["val/auc"])
         return None
+
+    def best_epochs(self) -> list[int]:
+        """Return the selected epoch, or each fold's under k-fold validation."""
+        if self.result.get("best_epoch"):
+            return [int(self.result["best_epoch"])]
+        return [int(f["best_epoch"]) for f in self.result.get("folds") or [] if f.get("best_epoch")]
 
     def predictions(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Return (labels, sigmoid scores) of the test split, or None when the run stored none."""
@@ -431,10 +440,15 @@ def _value(v: Any) -> str:
 
 
 def curve_of(group: Group) -> Curve | None:
-    """Return the group's learning curve (mean over seeds per epoch), or None when no run logged its epochs."""
+    """Return the group's learning curve (mean over seeds, and over folds under k-fold, per epoch), or None without logs.
+
+    A refit phase (retraining on train+val) is left out: its validation rows are training rows.
+    """
     per_epoch: dict[int, dict[str, list[float]]] = {}
     for run in group.runs:
         for rec in run.history:
+            if rec.get("phase") == "refit":
+                continue
             slot = per_epoch.setdefault(int(rec["epoch"]), {"val": [], "train": []})
             if rec.get("val/auc") is not None:
                 slot["val"].append(float(rec["val/auc"]))
@@ -446,7 +460,7 @@ def curve_of(group: Group) -> Curve | None:
     val = np.array([np.mean(per_epoch[e]["val"]) if per_epoch[e]["val"] else np.nan for e in epochs])
     has_train = all(per_epoch[e]["train"] for e in epochs)
     train = np.array([np.mean(per_epoch[e]["train"]) for e in epochs]) if has_train else None
-    best = tuple(sorted({int(r.result["best_epoch"]) for r in group.runs if r.result.get("best_epoch")}))
+    best = tuple(sorted({e for r in group.runs for e in r.best_epochs()}))
     return Curve(epochs, val, train, best, len(group.runs))
 
 
