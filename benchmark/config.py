@@ -11,12 +11,13 @@ import json
 from typing import Any, Mapping
 
 from . import data, trainer
+from .data import sampling
 from .errors import BenchError
 from .hparams import Param
 from .methods import Method
 from .tasks import Task
 
-SHARED_PARAMS: dict[str, Param] = {**trainer.PARAMS, **data.PARAMS}
+SHARED_PARAMS: dict[str, Param] = {**trainer.PARAMS, **data.PARAMS, **sampling.PARAMS}
 
 
 def param_table(method: type[Method]) -> dict[str, Param]:

@@ -18,7 +18,8 @@ import torch
 
 from . import metrics
 from .config import config_hash, resolve
-from .data import DeviceSplit, ShuffleSampler
+from .data import DeviceSplit
+from .data.sampling import build_sampler
 from .errors import BenchError
 from .methods import METHODS, TrainInfo
 from .models import build_model
@@ -125,7 +126,8 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
 
     train = DeviceSplit(data.images("train"), data.labels("train"), device, as_rgb=config["as_rgb"])
     val = DeviceSplit(data.images("val"), data.labels("val"), device, as_rgb=config["as_rgb"])
-    sampler = ShuffleSampler(train.labels_np, config["batch_size"], spec.seed)
+    # prior: the positive share per label of the distribution batches are drawn from (the AUC losses' p)
+    sampler, prior = build_sampler(train.labels_np, config["batch_size"], config["sampling_rate"], spec.seed)
     model = build_model(task.architecture, train.in_channels, task.n_labels).to(device)
     if device.type == "cuda" and task.dims == 2:
         model = model.to(memory_format=torch.channels_last)
@@ -133,7 +135,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
         n_train=len(train),
         n_labels=task.n_labels,
         multilabel=task.multilabel,
-        prior=positive_prior(train.labels_np),
+        prior=prior,
         epochs=config["epochs"],
         steps_per_epoch=sampler.steps_per_epoch(),
         device=device,

@@ -142,8 +142,9 @@ def fit(
         train_seconds += time.perf_counter() - started
         val_metrics = metrics.evaluate(val.labels_np, predict(model, val))
         method.on_epoch_end(epoch, val_metrics)
-        improved = bool(np.isfinite(val_metrics["auc"]) and val_metrics["auc"] > best_auc)
-        if improved or best_state is None:
+        selectable = method.selectable(epoch)  # False in a pretraining stage: validated, never selected
+        improved = selectable and bool(np.isfinite(val_metrics["auc"]) and val_metrics["auc"] > best_auc)
+        if improved or (best_state is None and selectable):
             best_auc = val_metrics["auc"] if improved else best_auc
             best_epoch, best_val, best_state = epoch, dict(val_metrics), state_copy(model)
         record = {
@@ -161,5 +162,6 @@ def fit(
         except StopTraining:
             stopped = True
             break
-    assert best_state is not None
+    if best_state is None:  # stopped before any selectable epoch: the last weights are all there is
+        best_epoch, best_val, best_state = history[-1]["epoch"], dict(val_metrics), state_copy(model)
     return FitResult(best_epoch, best_val, best_state, history, train_seconds, images_seen, stopped)

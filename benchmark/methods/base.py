@@ -77,6 +77,14 @@ class Method:
     def on_epoch_end(self, epoch: int, val_metrics: dict[str, float]) -> None:
         """Called after epoch `epoch` with the validation metrics."""
 
+    def selectable(self, epoch: int) -> bool:
+        """Return whether epoch `epoch`'s weights may be selected as the run's result.
+
+        False during a pretraining stage (two-stage DAM, ALM's initialisation): the trainer then
+        keeps validating but never picks those weights, so the result is always the method's own.
+        """
+        return True
+
     def current_lr(self) -> float:
         """Return the learning rate in force (for the logs)."""
         optimizer = getattr(self, "optimizer", None)
@@ -94,6 +102,18 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
         return METHODS.add(name, cls)
 
     return add
+
+
+def check_targets(logits: torch.Tensor, targets: torch.Tensor, n_labels: int, loss: str) -> None:
+    """Raise ValueError unless `logits` and `targets` are both (B, n_labels).
+
+    A loss built for one label must not run silently on 14-label targets (or the reverse):
+    broadcasting would produce a number that means nothing.
+    """
+    if logits.dim() != 2 or logits.shape != targets.shape or logits.shape[1] != n_labels:
+        raise ValueError(
+            f"{loss}: expected logits and targets of shape (batch, {n_labels}), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
 
 
 def decay_milestones(epochs: int) -> list[int]:

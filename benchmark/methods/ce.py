@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..data import Batch
 from ..hparams import Float
-from .base import Method, StepContext, decay_milestones, register
+from .base import Method, StepContext, check_targets, decay_milestones, register
 
 
 @register("ce")
@@ -34,6 +34,7 @@ class CrossEntropy(Method):
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Return the mean binary cross-entropy of `logits` against 0/1 `targets`."""
+        check_targets(logits, targets, self.info.n_labels, "cross-entropy")
         return F.binary_cross_entropy_with_logits(logits, targets)
 
     def train_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:

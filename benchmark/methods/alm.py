@@ -1,0 +1,133 @@
+"""`alm`: a pointwise loss F under an AUC constraint, solved with the augmented Lagrangian method.
+
+Sangalli, Erdil, Hoetker, Donati, Konukoglu, "Constrained Optimization to Train Neural Networks
+on Critical and Under-Represented Classes", NeurIPS 2021, eq. (7)-(8) and Algorithm 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..data import Batch
+from ..errors import BenchError
+from ..hparams import Choice, Float, Int
+from .auc_base import AUC_DEFAULTS
+from .base import METHODS, Method, StepContext, TrainInfo, check_targets, register
+from .focal import FocalLoss
+
+
+class AUCConstraint(torch.nn.Module):
+    """The ALM constraint terms of eq. (8) on a batch, with one multiplier lambda_j per positive training sample.
+
+    For each positive j of the batch, q_j = sum over the batch's negatives k of
+    max(0, delta - (f(x_j) - f(x_k))), f the logit; q_j = 0 for all j is the constraint "every
+    positive above every negative by delta". With P, N the batch's positives and negatives:
+
+        penalty = mu sum_j q_j^2 / (2 |P| |N|) + sum_j lambda_j q_j / (|P| |N|)
+
+    (the public code's normalisation of eq. 8 on a mini-batch; every positive's term reaches the
+    gradient, not only the last one as in that code). After the step, lambda_j += mu q_j
+    (Algorithm 1), with q_j from the same forward pass. lambda is indexed by the row in the
+    training split and starts at 0. Multi-label: one constraint per label, lambda of shape
+    (n_train, L), the penalty averaged over the labels that have both classes in the batch.
+    """
+
+    def __init__(self, n_train: int, n_labels: int, delta: float, device: torch.device) -> None:
+        super().__init__()
+        self.n_labels, self.delta = n_labels, float(delta)
+        self.register_buffer("lambdas", torch.zeros(n_train, n_labels, device=device))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor, mu: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (penalty, q) for the batch: the constraint terms to add to F, and q_j per row and label (0 off positives)."""
+        check_targets(logits, targets, self.n_labels, "ALM constraint")
+        pos, neg = (targets == 1).float(), (targets != 1).float()
+        n_pos, n_neg = pos.sum(0), neg.sum(0)
+        active = (n_pos > 0) & (n_neg > 0)
+        if not bool(active.any()):
+            return logits.sum() * 0.0, torch.zeros_like(logits)
+        # hinge[j, k, l] = max(0, delta - (f_j - f_k)) for positive j, negative k of label l
+        hinge = torch.relu(self.delta - (logits.unsqueeze(1) - logits.unsqueeze(0))) * neg.unsqueeze(0)
+        q = hinge.sum(dim=1) * pos
+        lam = self.lambdas[index]
+        per_label = (mu * (q**2).sum(0) / 2 + (lam * q).sum(0)) / (n_pos * n_neg).clamp(min=1)
+        return per_label[active].mean(), q.detach()
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, q: torch.Tensor, mu: float) -> None:
+        """lambda_j += mu q_j for the batch's positives (repeated rows add up)."""
+        self.lambdas.index_put_((index,), mu * q, accumulate=True)
+
+
+@register("alm")
+class AugmentedLagrangianAUC(Method):
+    """Pointwise loss F (ce or focal) pretrained, then F + the ALM AUC constraint, with F's optimizer.
+
+    The first `pretrain_epochs` epochs minimise F alone (the paper's initialisation); from then
+    on the loss is F + penalty (AUCConstraint), lambda_j += mu q_j each step, and after each epoch
+    mu *= rho if the validation AUC fell below the previous epoch's (Algorithm 1's
+    ValAUC(t) < ValAUC(t-1); a tie is not a fall), capped at mu_max (the public code's mu_limit).
+    F's optimizer and schedule (Adam, x0.1 at 50 % and 75 % of all epochs) run through both
+    stages without a restart, and the head is kept. Pretraining epochs are never selected.
+    """
+
+    summary = "F + augmented-Lagrangian AUC constraint (Sangalli et al. NeurIPS 2021); F pretrained first"
+    PARAMS = {
+        **FocalLoss.PARAMS,
+        "base": Choice("ce", "the pointwise loss F (its lr, weight_decay, alpha, gamma above)", choices=("ce", "focal")),
+        "pretrain_epochs": Int(50, "epochs of F alone before the constraint is added (counted inside `epochs`)", minimum=1),
+        "mu0": Float(0.3, "initial penalty coefficient mu", search=(0.2, 0.3), minimum=0.0),
+        "rho": Float(3.0, "mu *= rho when validation AUC falls", search=(2.0, 4.0), minimum=1.0),
+        "delta": Float(1.0, "margin between each positive's and every negative's logit", search=(1.0, 2.0), minimum=0.0),
+        "mu_max": Float(1e4, "upper limit of mu", minimum=0.0),
+    }
+    DEFAULTS = AUC_DEFAULTS
+
+    def __init__(self, config: dict[str, Any], model: torch.nn.Module, info: TrainInfo) -> None:
+        self.base = METHODS.get(config["base"])(config, model, info)
+        super().__init__(config, model, info)
+
+    def configure(self) -> None:
+        if self.config["pretrain_epochs"] >= self.info.epochs:
+            raise BenchError(
+                f"alm pretrains F for pretrain_epochs={self.config['pretrain_epochs']} epochs, which leaves none of "
+                f"epochs={self.info.epochs} for the constraint; set --set pretrain_epochs=N with N < epochs"
+            )
+        self.optimizer = self.base.optimizer
+        self.constraint = AUCConstraint(self.info.n_train, self.info.n_labels, self.config["delta"], self.info.device)
+        self.mu = float(self.config["mu0"])
+        self.previous_auc = float("nan")
+        self.epoch = 0
+
+    def constrained(self, epoch: int) -> bool:
+        """Return whether epoch `epoch` trains with the constraint (after the pretraining stage)."""
+        return epoch > self.config["pretrain_epochs"]
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.base.on_epoch_start(epoch)
+
+    def train_step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        logits = ctx.forward(batch.x)
+        loss = self.base.loss(logits, batch.y)
+        q = None
+        if self.constrained(self.epoch):
+            penalty, q = self.constraint(logits, batch.y, batch.index, self.mu)
+            loss = loss + penalty
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if q is not None:
+            self.constraint.update(batch.index, q, self.mu)
+        return loss.detach()
+
+    def on_epoch_end(self, epoch: int, val_metrics: dict[str, float]) -> None:
+        self.base.on_epoch_end(epoch, val_metrics)
+        auc = val_metrics.get("auc", float("nan"))
+        if self.constrained(epoch) and auc < self.previous_auc:
+            self.mu = min(self.mu * self.config["rho"], self.config["mu_max"])
+        self.previous_auc = auc
+
+    def selectable(self, epoch: int) -> bool:
+        return self.constrained(epoch)

@@ -1,0 +1,127 @@
+"""`aucm` and `aucs`: the AUC margin and AUC square losses in min-max form, optimized by PESG.
+
+Yuan, Yan, Sonka, Yang, "Large-scale Robust Deep AUC Maximization", ICCV 2021, eq. (3)-(8) and
+Algorithm 1. Scores are h = sigmoid(logit) in [0, 1] (as LibAUC), so the margin m = 1 spans
+the whole score range.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import Batch
+from ..hparams import Float
+from .auc_base import PRETRAIN_PARAMS, AUCMethod
+from .base import StepContext, check_targets, decay_milestones, register
+from .optim import PESG
+
+
+class MinMaxAUCLoss(torch.nn.Module):
+    """The min-max AUC objective per label, with auxiliary a, b (primal) and alpha (dual) per label.
+
+    For one label with prior p = Pr(y = 1) and score h (Yuan et al. 2021, eq. 8):
+
+        F(w, a, b, alpha; x, y) = (1 - p) (h - a)^2 [y=1] + p (h - b)^2 [y=0]
+                                  + 2 alpha (p (1 - p) m + p h [y=0] - (1 - p) h [y=1]) - p (1 - p) alpha^2
+
+    min over (w, a, b), max over alpha of E[F] equals p (1 - p) times
+        Var(h | y=1) + Var(h | y=0) + (m - E[h | y=1] + E[h | y=0])_+^2     (AUC-M, alpha >= 0, eq. 6)
+        Var(h | y=1) + Var(h | y=0) + (m - E[h | y=1] + E[h | y=0])^2       (AUC-S, alpha free, eq. 3-5),
+    the latter being E[(m - h(x) + h(x'))^2 | y=1, y'=0], the pairwise square loss. The alpha >= 0
+    constraint is the optimizer's projection (PESG), not part of this function.
+
+    Each of the L labels is its own problem with its own a, b, alpha and p; `forward` returns
+    the L batch means of F (a batch without positives or negatives of a label is still an
+    unbiased estimate, because p is the sampling distribution's prior, not a batch count).
+    """
+
+    def __init__(self, prior: torch.Tensor, margin: float) -> None:
+        super().__init__()
+        self.register_buffer("p", prior.detach().clone().reshape(-1))
+        self.margin = float(margin)
+        self.a, self.b, self.alpha = (torch.nn.Parameter(torch.zeros_like(self.p)) for _ in range(3))
+
+    @property
+    def n_labels(self) -> int:
+        """Return the number of labels the loss was built for."""
+        return self.p.numel()
+
+    def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return the per-label batch mean of F, shape (L,), for scores and 0/1 targets of shape (B, L)."""
+        check_targets(scores, targets, self.n_labels, "AUC min-max loss")
+        p, pos = self.p, (targets == 1).float()
+        neg = 1.0 - pos
+        value = (
+            (1 - p) * (scores - self.a) ** 2 * pos
+            + p * (scores - self.b) ** 2 * neg
+            + 2 * self.alpha * (p * (1 - p) * self.margin + p * scores * neg - (1 - p) * scores * pos)
+            - p * (1 - p) * self.alpha**2
+        )
+        return value.mean(dim=0)
+
+
+PESG_PARAMS = {
+    "lr": Float(0.1, "PESG learning rate (x0.1 at 50 % and 75 %)", search=(1e-4, 0.1), log=True, minimum=0.0),
+    "momentum": Float(0.9, "momentum on w, a, b: m = momentum m + (1 - momentum) grad (lr keeps plain SGD's scale)", minimum=0.0, maximum=0.999),
+    "weight_decay": Float(1e-4, "L2 weight decay on w, a, b", search=(0.0, 2e-4), minimum=0.0),
+    "epoch_decay": Float(3e-3, "epoch-level regularizer gamma toward the reference point", search=(0.0, 0.01), minimum=0.0),
+}
+
+
+@register("aucm")
+class AUCMargin(AUCMethod):
+    """AUC margin loss (AUC-M) + PESG; each label its own min-max problem; optional two-stage pretraining."""
+
+    summary = "AUC margin loss, min-max form (Yuan et al. ICCV 2021), PESG; prior p = sampler's positive share"
+    PARAMS = {
+        **PESG_PARAMS,
+        "margin": Float(1.0, "margin m in the squared hinge (m - E h+ + E h-)_+^2", search=(0.5, 1.0), minimum=0.0),
+        **PRETRAIN_PARAMS,
+    }
+    # AUC-M projects alpha onto alpha >= 0 (the squared hinge); AUC-S leaves it free
+    project_alpha = True
+
+    def configure(self) -> None:
+        self.criterion = MinMaxAUCLoss(self.prior(), self.config["margin"])
+        self.aux = [self.criterion.a, self.criterion.b]
+        self.optimizer = PESG(
+            [*self.model.parameters(), *self.aux],
+            [self.criterion.alpha],
+            lr=self.config["lr"],
+            momentum=self.config["momentum"],
+            weight_decay=self.config["weight_decay"],
+            epoch_decay=self.config["epoch_decay"],
+            project=self.project_alpha,
+        )
+        self.milestones = set(decay_milestones(self.info.epochs))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return the objective: the mean over labels of the batch mean of F at the current a, b, alpha."""
+        return self.criterion(torch.sigmoid(logits), targets).mean()
+
+    def step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        loss = self.loss(ctx.forward(batch.x), batch.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.scale_label_grads([*self.aux, self.criterion.alpha])
+        self.optimizer.step()
+        return loss.detach()
+
+    def stage_epoch_end(self, stage_epoch: int, val_metrics: dict[str, float]) -> None:
+        if stage_epoch in self.milestones:
+            # a new PESG stage: lr / 10 and the reference point becomes the stage's average iterate
+            self.optimizer.decay(10.0)
+
+
+@register("aucs")
+class AUCSquare(AUCMargin):
+    """AUC square loss (AUC-S): the same min-max objective and PESG, alpha not projected (no hinge)."""
+
+    summary = "AUC square loss, min-max form (Ying et al. 2016; Yuan et al. 2021 eq. 3-5), PESG"
+    PARAMS = {
+        **PESG_PARAMS,
+        "margin": Float(1.0, "margin m in the square loss (m - h(x+) + h(x-))^2", search=(0.5, 1.0), minimum=0.0),
+        **PRETRAIN_PARAMS,
+    }
+    project_alpha = False
+

@@ -1,0 +1,127 @@
+"""`ct`: compositional training for end-to-end DAM, optimized by PDSCA.
+
+Yuan, Guo, Chawla, Yang, "Compositional Training for End-to-End Deep AUC Maximization", ICLR
+2022, eq. (4)-(7) and Algorithm 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Batch
+from ..hparams import Float, Int
+from .auc_base import PRETRAIN_PARAMS, AUCMethod
+from .aucm import MinMaxAUCLoss
+from .base import StepContext, check_targets, decay_milestones, register
+from .optim import PDSCA
+
+
+@contextlib.contextmanager
+def evaluated_at(params: list[torch.Tensor], values: list[torch.Tensor]) -> Iterator[None]:
+    """Temporarily give the model's parameters `values` (same shapes), so forward/backward run at that point.
+
+    Gradients still land in each parameter's `.grad`. Swapping storage is cheaper than copying
+    11 M weights back and forth and keeps the trainer's `forward` (autocast, channels-last) usable.
+    """
+    saved = [p.data for p in params]
+    try:
+        for p, v in zip(params, values):
+            p.data = v
+        yield
+    finally:
+        for p, s in zip(params, saved):
+            p.data = s
+
+
+@register("ct")
+class CompositionalAUC(AUCMethod):
+    """CT: min_v max_alpha Phi(w - theta grad L_CE(w), a, b, alpha), Phi the AUC-M objective (margin 1).
+
+    Each step (Algorithm 1): k inner CE gradient steps from w on batch S1, each averaged into its
+    u_j with beta0; the AUC-M gradient at u_k on an independent batch S2 (ctx.next_batch()); a
+    momentum step (beta1) on w, a, b with weight decay and the epoch-level regulariser; an ascent
+    step on alpha with the AUC-M alpha-gradient at u_k on S1 u S2, projected to alpha >= 0.
+    First-order: the Hessian term of grad h is dropped (the paper's practical implementation).
+    The weights validated and kept are v = (w, a, b), the algorithm's iterate. The inner step
+    size theta defines the objective and does not decay; lr decays x0.1 at 50 % and 75 % with a
+    reference-point reset, as PESG.
+    """
+
+    summary = "compositional AUC training (Yuan et al. ICLR 2022), PDSCA; AUC-M outer loss"
+    PARAMS = {
+        "lr": Float(0.1, "outer learning rate eta (x0.1 at 50 % and 75 %)", search=(1e-3, 0.1), log=True, minimum=0.0),
+        "inner_lr": Float(0.1, "inner CE step size theta in w - theta grad L_CE(w)", search=(0.01, 0.1), log=True, minimum=0.0),
+        "inner_steps": Int(1, "k, the number of inner CE gradient steps", search=(1, 3), minimum=1, maximum=10),
+        "beta0": Float(0.9, "weight of the new inner point in the moving average u", search=(0.1, 0.99), minimum=0.0, maximum=1.0),
+        "beta1": Float(0.9, "weight of the new gradient in the momentum z", search=(0.1, 0.99), minimum=0.0, maximum=1.0),
+        "weight_decay": Float(1e-4, "L2 weight decay on w, a, b", search=(0.0, 2e-4), minimum=0.0),
+        "epoch_decay": Float(2e-3, "epoch-level regularizer gamma toward the reference point", search=(0.0, 0.01), minimum=0.0),
+        "margin": Float(1.0, "AUC-M margin m (the paper fixes 1)", search=(0.5, 1.0), minimum=0.0),
+        **PRETRAIN_PARAMS,
+    }
+
+    def configure(self) -> None:
+        self.criterion = MinMaxAUCLoss(self.prior(), self.config["margin"])
+        self.weights = list(self.model.parameters())
+        self.aux = [self.criterion.a, self.criterion.b]
+        self.optimizer = PDSCA(
+            [*(p.data for p in self.weights), *(t.data for t in self.aux)],
+            [self.criterion.alpha.data],
+            lr=self.config["lr"],
+            inner_lr=self.config["inner_lr"],
+            inner_steps=self.config["inner_steps"],
+            beta0=self.config["beta0"],
+            beta1=self.config["beta1"],
+            weight_decay=self.config["weight_decay"],
+            epoch_decay=self.config["epoch_decay"],
+            project=True,
+        )
+        self.milestones = set(decay_milestones(self.info.epochs))
+
+    def ce_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return L_AVG, the mean binary cross-entropy over samples and labels."""
+        check_targets(logits, targets, self.info.n_labels, "CT inner cross-entropy")
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
+    def step(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        s1, s2 = batch, ctx.next_batch()
+        n_w = len(self.weights)
+        # inner steps: u_j <- (1 - beta0) u_j + beta0 (point - theta grad L_CE(point; S1)); point_1 = v
+        point = [p.detach() for p in self.weights] + [t.detach() for t in self.aux]
+        for j in range(len(self.optimizer.u)):
+            with evaluated_at(self.weights, point[:n_w]):
+                grads = torch.autograd.grad(self.ce_loss(ctx.forward(s1.x), s1.y), self.weights)
+            point = self.optimizer.inner(j, point, [*grads, None, None])
+        # outer gradient O: grad of the AUC-M objective at u_k on S2 (first-order)
+        a, b = self.criterion.a, self.criterion.b
+        with evaluated_at([*self.weights, a, b], point):
+            for t in (*self.weights, a, b, self.criterion.alpha):
+                t.grad = None
+            scores2 = torch.sigmoid(ctx.forward(s2.x))
+            loss = self.criterion(scores2, s2.y).mean()
+            loss.backward()
+            outer = [p.grad for p in self.weights] + [a.grad, b.grad]
+            # the alpha gradient uses S1 u S2 at u_k (step 10); S1's scores need no graph
+            with torch.no_grad():
+                scores1 = torch.sigmoid(ctx.forward(s1.x))
+        alpha = self.criterion.alpha
+        both = self.criterion(torch.cat([scores2.detach(), scores1]), torch.cat([s2.y, s1.y])).mean()
+        (alpha_grad,) = torch.autograd.grad(both, [alpha])
+        if self.info.n_labels > 1:  # see AUCMethod.scale_label_grads
+            outer[n_w:] = [g * self.info.n_labels for g in outer[n_w:]]
+            alpha_grad = alpha_grad * self.info.n_labels
+        self.optimizer.step(outer, [alpha_grad])
+        for t in (*self.weights, a, b, alpha):
+            t.grad = None
+        return loss.detach()
+
+    def stage_epoch_end(self, stage_epoch: int, val_metrics: dict[str, float]) -> None:
+        if stage_epoch in self.milestones:
+            self.optimizer.decay(10.0)
+
+    def stage_lr(self) -> float:
+        return float(self.optimizer.lr)
