@@ -401,7 +401,7 @@ def hparams_table(entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str]
     Settings are the method's own hyperparameters plus every shared setting that differs
     from the task's default (epochs, batch size, augmentation, ...).
     """
-    from .config import resolve
+    from .config import SHARED_PARAMS
     from .methods import METHODS
 
     rows = []
@@ -412,21 +412,20 @@ def hparams_table(entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str]
                 continue
             config = e.config
             own: list[str] = []
+            # shared settings are shown where they differ from the task's protocol, so a method's own
+            # changes to them (aucm's oversampling, tpauc's batch size) are visible too
+            protocol = {k: p.default for k, p in SHARED_PARAMS.items()} | get_task(task).defaults
             if method in METHODS:
                 cls = METHODS.get(method)
-                try:
-                    defaults = resolve(get_task(task), cls)
-                except BenchError:
-                    defaults = {}
                 own = [k for k in cls.PARAMS if k in config]
-                shared = [k for k in sorted(config) if k not in cls.PARAMS and config[k] != defaults.get(k)]
+                shared = [k for k in sorted(config) if k not in cls.PARAMS and config[k] != protocol.get(k)]
             else:
-                shared = sorted(config)
+                shared = [k for k in sorted(config) if config[k] != protocol.get(k)]
             settings = "; ".join(f"{k}={_value(config[k])}" for k in own + shared) or "(defaults)"
             seeds = e.group.seeds if e.group else []
             source = "leaderboard" if e.source == "leaderboard" else "best mean val AUC"
             rows.append([get_task(task).title, method, ", ".join(map(str, seeds)) or str(len(e.test_auc.values)), source, settings])
-    note = "Selected configuration per task and method: its leaderboard entry, else the run group with the best mean validation AUC. Settings: the method's own hyperparameters and every shared setting that differs from the task default."
+    note = "Selected configuration per task and method: its leaderboard entry, else the run group with the best mean validation AUC. Settings: the method's own hyperparameters and every shared setting that differs from the task's protocol default."
     return Table(["task", "method", "seeds", "selected by", "settings"], rows, set(), note)
 
 
