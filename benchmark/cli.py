@@ -135,7 +135,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import ReportOptions, build_report
 
     opts = ReportOptions(
-        runs=Path(args.runs),
+        runs=[Path(r) for r in args.runs or ["runs"]],
         out=Path(args.out),
         tasks=args.tasks,
         leaderboards=Path(args.leaderboards),
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("report", help="figures and tables of the technical report, from stored results only")
-    p.add_argument("--runs", default="runs", help="root of the run store (default ./runs)")
+    p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store (default ./runs); repeat to read several together")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (default: every task with runs)")
     p.add_argument("-o", "--out", default="reports", help="output folder (default ./reports; a previous report there is replaced)")
     p.add_argument("--leaderboards", default="leaderboards", help="folder of leaderboards/<task>.json (default ./leaderboards)")

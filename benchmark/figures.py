@@ -9,6 +9,7 @@ axes, and legends placed outside the plotting area so they never cover data.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -121,10 +122,11 @@ class Ablation:
     variants: tuple[Variant, ...] = field(default_factory=tuple)
 
 
-def _figure(n_panels: int, ncols: int | None = None, panel: tuple[float, float] = (PANEL_W, PANEL_H), legend_rows: int = 1) -> tuple[Figure, list]:
+def _figure(n_panels: int, ncols: int | None = None, panel: tuple[float, float] = (PANEL_W, PANEL_H), legend_rows: int = 1, min_width: float = 5.2) -> tuple[Figure, list]:
     ncols = ncols or min(n_panels, 3)
     nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows + 0.35 * legend_rows), layout="constrained")
+    # a floor on the width keeps a one-panel figure's legend from being cut off
+    fig = Figure(figsize=(max(min_width, panel[0] * ncols), panel[1] * nrows + 0.35 * legend_rows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
@@ -355,12 +357,12 @@ def controls_ablation(ablations: Sequence[Ablation], colors: Mapping[str, str]) 
     The variant with no control switched on (the defaults) is hatched; error bars are the sd over seeds.
     """
     n_rows = len(ablations)
-    heights = [max(1.2, 0.32 * len(a.variants) + 0.7) for a in ablations]
+    heights = [0.4 * len(a.variants) + 1.3 for a in ablations]
     with plt.rc_context(STYLE):
-        fig = Figure(figsize=(8.0, sum(heights) + 0.6), layout="constrained")
+        fig = Figure(figsize=(8.0, sum(heights) + 0.5), layout="constrained")
         axes = fig.subplots(n_rows, 2, squeeze=False, height_ratios=heights)
         for (ax_auc, ax_gap), ab in zip(axes, ablations):
-            labels = [v.label for v in ab.variants]
+            labels = [textwrap.fill(v.label.replace(", ", "; "), 26) for v in ab.variants]
             y = np.arange(len(labels))[::-1]
             c = colors[ab.method]
             for yi, v in zip(y, ab.variants):
@@ -388,7 +390,10 @@ def controls_ablation(ablations: Sequence[Ablation], colors: Mapping[str, str]) 
             ax_gap.axvline(0, color="0.3", lw=0.6)
             for ax in (ax_auc, ax_gap):
                 ax.grid(axis="y", visible=False)
-        _legend_below(fig, [Patch(facecolor="0.6", hatch="///", edgecolor="white", label="defaults (no control)"), Patch(facecolor="0.6", label="with the named setting")], ncol=2)
+        handles = [Patch(facecolor="0.6", label="with the named setting")]
+        if any(v.baseline for a in ablations for v in a.variants):
+            handles.insert(0, Patch(facecolor="0.6", hatch="///", edgecolor="white", label="defaults (no control)"))
+        _legend_below(fig, handles, ncol=2)
     return fig
 
 

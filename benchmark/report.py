@@ -118,39 +118,42 @@ def _num(value: Any) -> float:
     return float(value) if value is not None else float("nan")
 
 
-def load_runs(root: Path, tasks: Sequence[str] | None = None) -> tuple[list[Run], list[str]]:
-    """Return (finished runs with a test evaluation, notes on what was skipped) under `root`.
+def load_runs(roots: Path | Sequence[Path], tasks: Sequence[str] | None = None) -> tuple[list[Run], list[str]]:
+    """Return (finished runs with a test evaluation, notes on what was skipped) under the run store(s) `roots`.
 
     A missing or empty store is a BenchError; runs without a test evaluation (tuning trials)
     and unreadable result files are skipped with a note.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchError(f"no run store at {root}: train first (`bench run --task breastmnist --runs {root}`) or pass --runs DIR")
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    for root in roots:
+        if not root.is_dir():
+            raise BenchError(f"no run store at {root}: train first (`bench run --task breastmnist --runs {root}`) or pass --runs DIR")
     runs: list[Run] = []
     notes: list[str] = []
     trials = 0
-    for path in sorted(root.rglob("result.json")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # staging folders of unfinished runs
-        try:
-            result = read_json(path)
-            result["task"], result["method"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            notes.append(f"skipped unreadable {rel} ({type(exc).__name__})")
-            continue
-        if tasks is not None and result["task"] not in tasks:
-            continue
-        test = result.get("test")
-        if not test or test.get("auc") is None:
-            trials += 1
-            continue
-        runs.append(Run(path.parent, result))
+    for root in roots:
+        for path in sorted(root.rglob("result.json")):
+            rel = path.relative_to(root)
+            if any(part.startswith(".") for part in rel.parts):
+                continue  # staging folders of unfinished runs
+            try:
+                result = read_json(path)
+                result["task"], result["method"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                notes.append(f"skipped unreadable {path} ({type(exc).__name__})")
+                continue
+            if tasks is not None and result["task"] not in tasks:
+                continue
+            test = result.get("test")
+            if not test or test.get("auc") is None:
+                trials += 1
+                continue
+            runs.append(Run(path.parent, result))
     if not runs:
         what = f" for {', '.join(tasks)}" if tasks else ""
         extra = f" ({trials} tuning runs without a test evaluation were found)" if trials else ""
-        raise BenchError(f"the run store {root} holds no finished runs with a test evaluation{what}{extra}; train with `bench run` first")
+        where = ", ".join(str(r) for r in roots)
+        raise BenchError(f"the run store {where} holds no finished runs with a test evaluation{what}{extra}; train with `bench run` first")
     if trials:
         notes.append(f"{trials} runs without a test evaluation (tuning trials) are not shown")
     return runs, notes
@@ -181,15 +184,15 @@ class Group:
         """Return the seed with the best validation AUC (ties: lowest seed): the 'best model' of this configuration."""
         return max(self.runs, key=lambda r: (r.val_auc if math.isfinite(r.val_auc) else -1.0, -r.seed))
 
-    def paths(self, root: Path) -> list[str]:
-        return [_rel(r.path, root) for r in self.runs]
+    def paths(self, roots: Sequence[Path]) -> list[str]:
+        """Return the runs' directories, relative to their run store when there is one store."""
+        return [_rel(r.path, roots) for r in self.runs]
 
 
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
+def _rel(path: Path, roots: Sequence[Path]) -> str:
+    if len(roots) == 1 and path.is_relative_to(roots[0]):
+        return str(path.relative_to(roots[0]))
+    return str(path)
 
 
 def group_runs(runs: Iterable[Run]) -> list[Group]:
@@ -518,7 +521,10 @@ def ablations(groups: Sequence[Group], tasks: Sequence[str], methods: Sequence[s
             except BenchError:
                 continue
             own = set(METHODS.get(method).PARAMS)
-            diffs = [{k: v for k, v in g.config.items() if k not in own and (k in SHARED_PARAMS or k not in defaults) and v != defaults.get(k)} for g in mine]
+            # a key a run does not record (made before the setting existed) had its default value
+            full = [{**{k: v for k, v in defaults.items() if k not in own}, **g.config} for g in mine]
+            # only settings this harness declares are compared: a key it does not know cannot be named fairly
+            diffs = [{k: v for k, v in c.items() if k in SHARED_PARAMS and v != defaults.get(k)} for c in full]
             common = {k: v for k, v in diffs[0].items() if all(d.get(k, object()) == v for d in diffs[1:])}
             variants: dict[tuple, list[Group]] = {}
             for g, d in zip(mine, diffs):
@@ -577,7 +583,7 @@ class Section:
 class ReportOptions:
     """What `bench report` was asked for."""
 
-    runs: Path
+    runs: Path | list[Path]  # one run store or several (read together)
     out: Path
     tasks: list[str] | None = None
     leaderboards: Path | None = None
@@ -602,8 +608,8 @@ class Loaded:
     titles: dict[str, str]
 
     @property
-    def root(self) -> Path:
-        return Path(self.opts.runs)
+    def roots(self) -> list[Path]:
+        return _roots(self.opts)
 
     def save(self, name: str, fig: Any) -> list[str]:
         """Write a figure as PNG and PDF; return their paths relative to the report."""
@@ -615,7 +621,7 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
     tasks_filter = _check_tasks(opts.tasks)
     out = Path(opts.out)
     _check_out(out)
-    runs, load_notes = load_runs(Path(opts.runs), tasks_filter)
+    runs, load_notes = load_runs(_roots(opts), tasks_filter)
     groups = group_runs(runs)
     selected = select(groups)
     order = tasks_filter or TASKS.names()
@@ -642,6 +648,10 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out, written
+
+
+def _roots(opts: ReportOptions) -> list[Path]:
+    return [Path(opts.runs)] if isinstance(opts.runs, (str, Path)) else [Path(r) for r in opts.runs]
 
 
 def _check_tasks(tasks: Sequence[str] | None) -> list[str] | None:
@@ -673,7 +683,7 @@ def _swap(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _runs_phrase(groups: Iterable[Group], root: Path) -> str:
+def _runs_phrase(groups: Iterable[Group]) -> str:
     gs = list(groups)
     n = sum(len(g.runs) for g in gs)
     return f"{n} run{'s' if n != 1 else ''} in {len(gs)} selected configuration{'s' if len(gs) != 1 else ''} (listed under Sources)"
@@ -681,7 +691,7 @@ def _runs_phrase(groups: Iterable[Group], root: Path) -> str:
 
 def section_learning_curves(d: Loaded) -> Section:
     """Figure 1: per task, each method's train and validation AUC per epoch (the overfitting story)."""
-    entries, tasks, methods, titles, colors, root = d.entries, d.tasks, d.methods, d.titles, d.colors, d.root
+    entries, tasks, methods, titles, colors = d.entries, d.tasks, d.methods, d.titles, d.colors
     sec = Section("Learning curves: train and validation AUC per epoch")
     used: list[Group] = []
     no_train: list[str] = []
@@ -702,7 +712,7 @@ def section_learning_curves(d: Loaded) -> Section:
     if sec.files:
         sec.caption = (
             "Per task, one panel per method: validation AUC (solid) and train AUC (dashed) per epoch, mean over the seeds of the "
-            f"method's selected configuration; the shaded band is the train-validation gap, dots the selected epochs. From {_runs_phrase(used, root)}."
+            f"method's selected configuration; the shaded band is the train-validation gap, dots the selected epochs. From {_runs_phrase(used)}."
         )
     if no_train:
         sec.notes.append(f"train AUC per epoch is not in the logs of {', '.join(no_train)} (runs made before train-AUC logging), so only the validation curve is drawn there")
@@ -711,19 +721,19 @@ def section_learning_curves(d: Loaded) -> Section:
 
 def section_test_auc(d: Loaded) -> Section:
     """Figure 2: mean test AUC per method and task with seed spread and the MedMNIST reference."""
-    entries, tasks, methods, titles, colors, root = d.entries, d.tasks, d.methods, d.titles, d.colors, d.root
+    entries, tasks, methods, titles, colors = d.entries, d.tasks, d.methods, d.titles, d.colors
     sec = Section("Test AUC per method and task")
     scores = {titles[t]: {m: entries[(t, m)].test_auc for m in methods if (t, m) in entries} for t in tasks}
     refs = {titles[t]: get_task(t).reference.get("auc") for t in tasks}
     sec.files = d.save("test_auc", figures.test_auc_bars(scores, refs, colors))
     sources = sorted({e.source for e in entries.values()})
-    sec.caption = f"Mean test AUC over seeds (bars), sd (error bars) and each seed (dots) per method and task, the dashed line the MedMNIST v2 ResNet-18 reference. Numbers as in the main table ({' and '.join(sources)}); from {_runs_phrase([e.group for e in entries.values() if e.group], root)}."
+    sec.caption = f"Mean test AUC over seeds (bars), sd (error bars) and each seed (dots) per method and task, the dashed line the MedMNIST v2 ResNet-18 reference. Numbers as in the main table ({' and '.join(sources)}); from {_runs_phrase([e.group for e in entries.values() if e.group])}."
     return sec
 
 
 def section_roc(d: Loaded) -> Section:
     """Figure 3: ROC curves of each method's best model with the pAUC region, and FPR at 95 % TPR."""
-    entries, tasks, methods, titles, colors, root = d.entries, d.tasks, d.methods, d.titles, d.colors, d.root
+    entries, tasks, methods, titles, colors = d.entries, d.tasks, d.methods, d.titles, d.colors
     sec = Section("ROC curves of each method's best model, and FPR at 95 % TPR")
     rocs: dict[str, dict[str, Roc]] = {}
     fprs: dict[str, dict[str, Scores]] = {}
@@ -762,7 +772,7 @@ def section_roc(d: Loaded) -> Section:
             + (f" ({', '.join(multi)}: macro average of the per-label curves)" if multi else "")
             + "; below, the test FPR at 95 % TPR (lower is better), mean and sd over the seeds"
             + (" (leaderboard values where a leaderboard lists the method)" if any(e.fpr is not None for e in entries.values()) else "")
-            + f". From {_runs_phrase(used, root)}."
+            + f". From {_runs_phrase(used)}."
         )
     return sec
 
@@ -798,11 +808,11 @@ def section_ablation(d: Loaded) -> Section:
     return sec
 
 
-def discover_storages(runs_root: Path, explicit: Sequence[str]) -> list[tuple[str, str]]:
-    """Return [(URL to open, name to print)]: the given URLs, else every SQLite file at the run store's top level, opened read-only."""
+def discover_storages(roots: Sequence[Path], explicit: Sequence[str]) -> list[tuple[str, str]]:
+    """Return [(URL to open, name to print)]: the given URLs, else every SQLite file at the run stores' top level, opened read-only."""
     if explicit:
         return [(url, url.split("@")[-1]) for url in explicit]
-    files = sorted(p for pattern in ("*.db", "*.sqlite", "*.sqlite3") for p in Path(runs_root).glob(pattern) if p.is_file())
+    files = sorted(p for root in roots for pattern in ("*.db", "*.sqlite", "*.sqlite3") for p in Path(root).glob(pattern) if p.is_file())
     # SQLite's read-only URI mode: reading a study must never write to (or lock) another person's storage
     return [(f"sqlite:///file:{p.resolve()}?mode=ro&uri=true", str(p)) for p in files]
 
@@ -871,9 +881,9 @@ def section_optuna(d: Loaded) -> Section:
 
     sec = Section("Optuna studies: optimization history and hyperparameter importances")
     opts, colors, titles = d.opts, d.colors, d.titles
-    storages = discover_storages(Path(opts.runs), opts.storages)
+    storages = discover_storages(d.roots, opts.storages)
     if not storages:
-        sec.notes.append(f"no Optuna storage found (none given with --storage, no SQLite file in {opts.runs})")
+        sec.notes.append(f"no Optuna storage found (none given with --storage, no SQLite file in {', '.join(map(str, d.roots))})")
         return sec
     studies, notes = load_studies(storages, d.order)
     sec.notes += notes
@@ -986,12 +996,12 @@ def _tables(folder: Path, entries, tasks, methods) -> dict[str, Table]:
 
 
 def _write_index(folder: Path, d: Loaded, missing: list[str], load_notes: list[str], sections: list[Section], tables: dict[str, Table]) -> None:
-    opts, runs, entries, tasks, methods, root = d.opts, d.runs, d.entries, d.tasks, d.methods, d.root
+    opts, runs, entries, tasks, methods, roots = d.opts, d.runs, d.entries, d.tasks, d.methods, d.roots
     lines = [
         MARKER,
         "# Report",
         "",
-        f"Generated by `bench report` from the run store `{root}` ({len(runs)} finished runs with a test evaluation)"
+        f"Generated by `bench report` from the run store{'s' if len(roots) > 1 else ''} {', '.join(f'`{r}`' for r in roots)} ({len(runs)} finished runs with a test evaluation)"
         + (f" and the leaderboards in `{opts.leaderboards}`" if opts.leaderboards and any(e.source == 'leaderboard' for e in entries.values()) else "")
         + f": tasks {', '.join(get_task(t).title for t in tasks)}; methods {', '.join(methods)}.",
         "",
@@ -1020,9 +1030,9 @@ def _write_index(folder: Path, d: Loaded, missing: list[str], load_notes: list[s
             lines.append(f"- Note: {note}")
         if sec.notes:
             lines.append("")
-    lines += ["## Sources", "", "Run directories behind each selected configuration (relative to the run store):", ""]
+    lines += ["## Sources", "", "Run directories behind each selected configuration" + (" (relative to the run store):" if len(roots) == 1 else ":"), ""]
     for (task, method), e in sorted(entries.items(), key=lambda kv: (TASKS.names().index(kv[0][0]), methods.index(kv[0][1]) if kv[0][1] in methods else 99)):
-        where = ", ".join(f"`{p}`" for p in e.group.paths(root)) if e.group else "(leaderboard only; run directories not in this store)"
+        where = ", ".join(f"`{p}`" for p in e.group.paths(roots)) if e.group else "(leaderboard only; run directories not in this store)"
         lines.append(f"- {get_task(task).title} / {method} ({e.source}): {where}")
     lines.append("")
     (folder / "index.md").write_text("\n".join(lines))
