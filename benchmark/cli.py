@@ -129,6 +129,85 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_throughput(args: argparse.Namespace) -> int:
+    from .config import parse_assignments
+    from .store import write_json
+    from .throughput import ThroughputSpec, check_json_target, describe, measure, table_rows
+
+    json_path = check_json_target(args.json) if args.json else None
+    spec = ThroughputSpec(
+        task=args.task,
+        method=args.method,
+        overrides=parse_assignments(args.set),
+        device=args.device,
+        steps=args.steps,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        seed=args.seed,
+        data_root=args.data_root,
+        verify_md5=not args.no_verify,
+        workers=args.workers,
+    )
+    result = measure(spec)
+    print(describe(result) + "\n")
+    print_table(table_rows(result), ["pipeline", "train img/s", "eval img/s", "epoch s", "epoch s (train+val)"])
+    if json_path is not None:
+        write_json(json_path, result)
+        print(f"\nwrote {json_path}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from . import leaderboard as lb
+    from .tasks import TASKS
+
+    if args.action == "add":
+        added = lb.add_runs(args.task, args.run_dirs, args.leaderboard_dir, source="run")
+        for task, ids in added.items():
+            print(f"{task}: updated {', '.join(ids)} in {lb.leaderboard_path(task, args.leaderboard_dir)}")
+        return 0
+    if args.action == "init":
+        for path in lb.init_boards([args.task] if args.task else TASKS.names(), args.leaderboard_dir):
+            print(f"wrote {path}")
+        return 0
+    tasks = [args.task] if args.task else (lb.tasks_with_boards(args.leaderboard_dir) or TASKS.names())
+    print(lb.render(tasks, args.format, args.leaderboard_dir))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .submission import package
+
+    out = package(args.run_dir, args.out, name=args.name)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB); check it with: bench evaluate {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import leaderboard as lb
+    from . import submission as sub
+    from .store import write_json
+
+    if args.max_size_mb <= 0:
+        raise BenchError("--max-size-mb must be positive")
+    loaded = sub.load_submission(args.file, max_mb=args.max_size_mb)
+    evaluation = sub.evaluate(loaded, data_root=args.data_root, device=args.device, verify_md5=not args.no_verify)
+    entry = None
+    if args.leaderboard:
+        entry = lb.add_results(loaded.task.flag, [sub.seed_result(evaluation)], args.leaderboard_dir, source="evaluate")[0]
+    if args.json:
+        write_json(args.json, sub.evaluation_record(evaluation, entry))
+    t = evaluation.test
+    print(
+        f"{loaded.task.flag} / {loaded.manifest['architecture']} / {loaded.manifest['config']['method']} "
+        f"(weights {loaded.weights_sha256[:12]}): test AUC {_fmt(t['auc'])}  ACC {_fmt(t['acc'])}  "
+        f"pAUC {_fmt(t['pauc'])}  FPR@95%TPR {_fmt(t['fpr_at_95tpr'])}  on {len(evaluation.labels)} test cases"
+    )
+    if entry:
+        print(f"added leaderboard entry {entry} to {lb.leaderboard_path(loaded.task.flag, args.leaderboard_dir)}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -176,11 +255,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("throughput", help="time the harness against the official MedMNIST pipeline, side by side")
+    p.add_argument("--task", required=True, help="MedMNIST flag, e.g. breastmnist (see `bench tasks`)")
+    p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter of the harness run (e.g. precision=bf16); repeatable")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--steps", type=int, help="training steps per timed window (default: a whole epoch up to 10; 1 for 3D on CPU)")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds per pipeline; medians are reported (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds first (default 1)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference pipeline (official: 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
+    p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_throughput)
+
     p = sub.add_parser("tasks", help="list the tasks with their MedMNIST reference numbers")
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("methods", help="list the methods and their hyperparameters")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("leaderboard", help="print the leaderboards; `leaderboard add RUN_DIR...` adds runs")
+    p.add_argument("--task", help="one task (default: every task with a leaderboard file)")
+    p.add_argument("--format", choices=("table", "md", "json"), default="table", help="output format (default table)")
+    p.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
+    p.set_defaults(func=cmd_leaderboard, action=None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    a = actions.add_parser("add", help="add finished run directories (seeds of one configuration become one entry)")
+    a.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    a.add_argument("--task", help="refuse runs of any other task")
+    a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
+    a = actions.add_parser("init", help="create or refresh the files with the MedMNIST v2 reference rows (entries kept)")
+    a.add_argument("--task", help="one task (default: all seven)")
+    a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
+
+    p = sub.add_parser("submit", help="package a finished run's weights as a submission archive")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="archive to write, e.g. submission.tar")
+    p.add_argument("--name", help="a label for the leaderboard (letters, digits, . _ -)")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("evaluate", help="validate a submission and evaluate it on the test split (organizers)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--leaderboard", action="store_true", help="add the result to the task's leaderboard")
+    p.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
+    p.add_argument("--json", metavar="OUT", help="write the metrics (test.auc, ...) to this JSON file")
+    p.add_argument("--max-size-mb", type=float, default=200.0, help="largest archive accepted, in MB (default 200)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
+    p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="figures and tables of the technical report, from stored results only")
     p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store (default ./runs); repeat to read several together")

@@ -228,6 +228,21 @@ class Entry:
     group: Group | None = None
     config: dict[str, Any] = field(default_factory=dict)
     fpr: Scores | None = None
+    board_entry: dict[str, Any] | None = None  # the leaderboard's record, for its stored predictions
+
+    def best_predictions(self, board_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return (labels, sigmoid scores) of the seed with the best validation AUC: from its run, else the leaderboard's predictions file."""
+        if self.group is not None:
+            return self.group.best_run().predictions()
+        if self.board_entry is None or board_dir is None:
+            return None
+        from .leaderboard import read_predictions
+
+        labels, logits, seeds = read_predictions(self.board_entry, board_dir)
+        val = {r["seed"]: _num(r.get("val_auc")) for r in self.board_entry.get("runs", [])}
+        best = max(range(len(seeds)), key=lambda i: (val.get(seeds[i], -1.0) if math.isfinite(val.get(seeds[i], -1.0)) else -1.0, -seeds[i]))
+        labels = np.asarray(labels).reshape(len(labels), -1)
+        return labels, sigmoid(logits[best]).reshape(len(labels), -1)
 
 
 def load_leaderboards(folder: Path | None, tasks: Sequence[str]) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
@@ -238,25 +253,21 @@ def load_leaderboards(folder: Path | None, tasks: Sequence[str]) -> tuple[dict[t
     selected, as for runs. Reference rows come from the task cards; submissions are left to
     `bench leaderboard`.
     """
+    from .leaderboard import leaderboard_path, read_board
+
     out: dict[tuple[str, str], dict[str, Any]] = {}
     notes: list[str] = []
     if folder is None or not Path(folder).is_dir():
         return out, notes
     for task in tasks:
-        path = Path(folder) / f"{task}.json"
-        if not path.is_file():
+        if not leaderboard_path(task, folder).is_file():
             continue
-        try:
-            board = read_json(path)
-        except (OSError, ValueError) as exc:
-            raise BenchError(f"leaderboard {path} is not valid JSON ({exc})") from None
-        if not isinstance(board, dict) or not isinstance(board.get("entries"), list):
-            raise BenchError(f"leaderboard {path} has no 'entries' list; regenerate it with `bench leaderboard`")
+        board = read_board(task, folder)  # BenchError for a file that is not a leaderboard of this schema
         skipped = 0
         for entry in board["entries"]:
-            if not isinstance(entry, dict) or entry.get("reference"):
+            if entry.get("reference"):
                 continue
-            if entry.get("kind", "run") != "run":
+            if entry.get("kind") != "run":
                 skipped += 1
                 continue
             key = (task, str(entry["method"]))
@@ -295,7 +306,7 @@ def build_entries(selected: Mapping[tuple[str, str], Group], groups: Sequence[Gr
             continue
         config = dict(board.get("config") or {})
         group = next((g for g in groups if (g.task, g.method) == key and g.config == config), None)
-        entries[key] = Entry(key[0], key[1], auc, "leaderboard", group, config, _entry_scores(board, "fpr_at_95tpr"))
+        entries[key] = Entry(key[0], key[1], auc, "leaderboard", group, config, _entry_scores(board, "fpr_at_95tpr"), board)
     for key, group in selected.items():
         if key not in entries:
             entries[key] = Entry(key[0], key[1], group.test_scores("auc"), "runs", group, group.config)
@@ -425,7 +436,7 @@ def hparams_table(entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str]
             else:
                 shared = [k for k in sorted(config) if config[k] != protocol.get(k)]
             settings = "; ".join(f"{k}={_value(config[k])}" for k in own + shared) or "(defaults)"
-            seeds = e.group.seeds if e.group else []
+            seeds = e.group.seeds if e.group else list((e.board_entry or {}).get("seeds", []))
             source = "leaderboard" if e.source == "leaderboard" else "best mean val AUC"
             rows.append([get_task(task).title, method, ", ".join(map(str, seeds)) or str(len(e.test_auc.values)), source, settings])
     note = "Selected configuration per task and method: its leaderboard entry, else the run group with the best mean validation AUC. Settings: the method's own hyperparameters and every shared setting that differs from the task's protocol default."
@@ -486,19 +497,10 @@ def roc_of(labels: np.ndarray, scores: np.ndarray) -> Roc | None:
 
 
 def fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, level: float = TPR_LEVEL) -> float:
-    """Return the FPR at the first ROC threshold reaching TPR >= level (mean over labels for multi-label tasks)."""
+    """Return the test FPR at the given TPR (metrics.fpr_at_tpr: lowest FPR reaching it, mean over labels)."""
     from . import metrics
 
-    if hasattr(metrics, "fpr_at_tpr"):
-        return float(metrics.fpr_at_tpr(labels, scores, level))
-    from sklearn.metrics import roc_curve
-
-    values = []
-    for j in range(labels.shape[1]):
-        if len(np.unique(labels[:, j])) == 2:
-            fpr, tpr, _ = roc_curve(labels[:, j], scores[:, j])
-            values.append(float(fpr[np.argmax(tpr >= level)]))
-    return float(np.mean(values)) if values else float("nan")
+    return float(metrics.fpr_at_tpr(labels, scores, level))
 
 
 def ablations(groups: Sequence[Group], tasks: Sequence[str], methods: Sequence[str]) -> list[Ablation]:
@@ -625,11 +627,11 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
     groups = group_runs(runs)
     selected = select(groups)
     order = tasks_filter or TASKS.names()
-    tasks = [t for t in order if any(k[0] == t for k in selected)]
-    colors = figures.method_colors(g.method for g in groups)
-    methods = [m for m in colors if any(k[1] == m for k in selected)]
-    boards, board_notes = load_leaderboards(opts.leaderboards, tasks)
+    boards, board_notes = load_leaderboards(opts.leaderboards, order)
     entries = build_entries(selected, groups, boards)
+    tasks = [t for t in order if any(k[0] == t for k in entries)]
+    colors = figures.method_colors(k[1] for k in entries)
+    methods = [m for m in colors if any(k[1] == m for k in entries)]
     missing = [get_task(t).title for t in order if t not in tasks]
 
     staging = out.parent / f".staging-{out.name}-{os.getpid()}"
@@ -737,7 +739,8 @@ def section_roc(d: Loaded) -> Section:
     sec = Section("ROC curves of each method's best model, and FPR at 95 % TPR")
     rocs: dict[str, dict[str, Roc]] = {}
     fprs: dict[str, dict[str, Scores]] = {}
-    used = []
+    used: list[Group] = []
+    from_board: list[str] = []
     for task in tasks:
         for method in methods:
             e = entries.get((task, method))
@@ -745,18 +748,18 @@ def section_roc(d: Loaded) -> Section:
                 continue
             if e.fpr is not None:
                 fprs.setdefault(titles[task], {})[method] = e.fpr
-            if e.group is None:
-                sec.notes.append(f"{titles[task]} / {method}: the leaderboard entry's runs are not in this run store, so no ROC curve")
-                continue
-            best = e.group.best_run().predictions()
+            best = e.best_predictions(d.opts.leaderboards)
             if best is None:
                 sec.notes.append(f"{titles[task]} / {method}: no stored test predictions")
                 continue
             roc = roc_of(*best)
             if roc is not None:
                 rocs.setdefault(titles[task], {})[method] = roc
-                used.append(e.group)
-            if e.fpr is None:
+                if e.group is not None:
+                    used.append(e.group)
+                else:
+                    from_board.append(f"{titles[task]} / {method}")
+            if e.fpr is None and e.group is not None:
                 per_seed = [fpr_at_tpr(*p) for r in e.group.runs if (p := r.predictions()) is not None]
                 fprs.setdefault(titles[task], {})[method] = Scores.of(per_seed)
     if rocs:
@@ -772,7 +775,9 @@ def section_roc(d: Loaded) -> Section:
             + (f" ({', '.join(multi)}: macro average of the per-label curves)" if multi else "")
             + "; below, the test FPR at 95 % TPR (lower is better), mean and sd over the seeds"
             + (" (leaderboard values where a leaderboard lists the method)" if any(e.fpr is not None for e in entries.values()) else "")
-            + f". From {_runs_phrase(used)}."
+            + f". From {_runs_phrase(used)}"
+            + (f" and the leaderboard's stored predictions for {', '.join(from_board)}" if from_board else "")
+            + "."
         )
     return sec
 
@@ -1009,7 +1014,7 @@ def _write_index(folder: Path, d: Loaded, missing: list[str], load_notes: list[s
         "",
     ]
     if missing:
-        lines += [f"Left out of every run-based figure and table (no finished runs): {', '.join(missing)}.", ""]
+        lines += [f"Left out of every run-based figure and table (no finished runs, no leaderboard entry): {', '.join(missing)}.", ""]
     for note in load_notes:
         lines.append(f"- Note: {note}")
     if load_notes:

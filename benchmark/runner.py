@@ -25,7 +25,7 @@ from .methods import METHODS, TrainInfo
 from .models import build_model
 from .store import StagedRun, append_jsonl, environment, is_done, read_json, save_predictions, save_weights, write_json
 from .tasks import Task, get_task, load_arrays
-from .trainer import Callback, fit, predict
+from .trainer import Callback, fit, predict, prepare_model
 
 DEFAULT_RUNS = Path("runs")
 
@@ -128,9 +128,8 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
     val = DeviceSplit(data.images("val"), data.labels("val"), device, as_rgb=config["as_rgb"])
     # prior: the positive share per label of the distribution batches are drawn from (the AUC losses' p)
     sampler, prior = build_sampler(train.labels_np, config["batch_size"], config["sampling_rate"], spec.seed)
-    model = build_model(task.architecture, train.in_channels, task.n_labels).to(device)
-    if device.type == "cuda" and task.dims == 2:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(task.architecture, train.in_channels, task.n_labels)
+    model = prepare_model(model, device, task.dims, compile=config["compile"], memory_format=config["memory_format"])
     info = TrainInfo(
         n_train=len(train),
         n_labels=task.n_labels,
@@ -148,7 +147,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
     if progress is not None:
         all_callbacks.append(progress(task, config))
     all_callbacks.extend(callbacks)
-    fitted = fit(model, method, train, val, sampler, config["epochs"], callbacks=all_callbacks)
+    fitted = fit(model, method, train, val, sampler, config["epochs"], callbacks=all_callbacks, precision=config["precision"])
 
     model.load_state_dict(fitted.best_state)
     save_weights(out / "model.safetensors", fitted.best_state, {"task": task.flag, "architecture": task.architecture, "epoch": str(fitted.best_epoch)})
@@ -158,7 +157,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, device, out: Path,
         # the test split is read here, once, for the selected weights only
         test_data = load_arrays(task, spec.data_root, verify_md5=spec.verify_md5, download=False, splits=("test",))
         test = DeviceSplit(test_data.images("test"), test_data.labels("test"), device, as_rgb=config["as_rgb"])
-        test_logits = predict(model, test)
+        test_logits = predict(model, test, precision=config["precision"])
         test_metrics = metrics.evaluate(test.labels_np, test_logits)
         save_predictions(out / "predictions_test.npz", test.labels_np, test_logits)
 

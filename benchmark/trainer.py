@@ -18,11 +18,14 @@ import torch
 
 from . import metrics
 from .data import Batch, DeviceSplit
-from .hparams import Int
+from .hparams import Bool, Choice, Int
 from .methods.base import Method, StepContext
 
 PARAMS = {
     "epochs": Int(100, "training epochs (official: 100; the learning rate decays at 50 % and 75 %)", minimum=1),
+    "precision": Choice("auto", "autocast precision: auto = bf16 on CUDA, fp32 on CPU (bit-faithful to the official protocol)", choices=("auto", "fp32", "bf16")),
+    "compile": Bool(False, "torch.compile the model (costs a compile at start; see `bench throughput` for whether it pays)"),
+    "memory_format": Choice("auto", "2D model memory format: auto = channels_last on CUDA, contiguous on CPU", choices=("auto", "channels_last", "contiguous")),
 }
 
 
@@ -59,11 +62,35 @@ class FitResult:
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else float("nan")
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """Return bf16 autocast on CUDA, a no-op elsewhere (CPU runs stay in float32, bit-reproducible)."""
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager[Any]:
+    """Return the autocast context for `precision` on `device`: bf16 autocast, or a no-op for fp32.
+
+    "auto" is bf16 on CUDA and fp32 elsewhere, so CPU runs stay in float32 (bit-faithful to the
+    official protocol) unless bf16 is asked for (much faster on CPUs with native bf16, e.g. avx512_bf16).
+    """
+    device = torch.device(device)
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def prepare_model(
+    model: torch.nn.Module, device: torch.device, dims: int, *, compile: bool = False, memory_format: str = "auto"
+) -> torch.nn.Module:
+    """Return `model` on `device` in the memory format asked for (2D only), compiled in place if `compile`.
+
+    Channels-last weights make the convolutions run channels-last whatever the input's layout
+    (a 1-channel batch is laid out the same either way). `Module.compile` keeps the module and
+    its state-dict keys as they are, so saved weights look the same with and without it.
+    """
+    device = torch.device(device)
+    model = model.to(device)
+    channels_last = memory_format == "channels_last" or (memory_format == "auto" and device.type == "cuda")
+    if dims == 2 and channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.compile()
+    return model
 
 
 def eval_batch_size(split: DeviceSplit) -> int:
@@ -72,13 +99,13 @@ def eval_batch_size(split: DeviceSplit) -> int:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, split: DeviceSplit, batch_size: int | None = None) -> np.ndarray:
+def predict(model: torch.nn.Module, split: DeviceSplit, batch_size: int | None = None, precision: str = "auto") -> np.ndarray:
     """Return the model's float32 logits on every row of `split`, shape (N, n_outputs), in eval mode."""
     was_training = model.training
     model.eval()
     outputs = []
     for index in split.sequential(batch_size or eval_batch_size(split)):
-        with autocast(split.device):
+        with autocast(split.device, precision):
             outputs.append(model(split.inputs(index)).float())
     model.train(was_training)
     return torch.cat(outputs).cpu().numpy()
@@ -99,6 +126,7 @@ def fit(
     *,
     callbacks: list[Callback] | tuple[Callback, ...] = (),
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    precision: str = "auto",
 ) -> FitResult:
     """Train `model` with `method` for `epochs`; return the epoch with the best validation AUC and its weights.
 
@@ -109,7 +137,7 @@ def fit(
     device = train.device
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
+        with autocast(device, precision):
             return model(x).float()
 
     def prepared(index: torch.Tensor) -> Batch:
@@ -140,7 +168,7 @@ def fit(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - started
-        val_metrics = metrics.evaluate(val.labels_np, predict(model, val))
+        val_metrics = metrics.evaluate(val.labels_np, predict(model, val, precision=precision))
         method.on_epoch_end(epoch, val_metrics)
         selectable = method.selectable(epoch)  # False in a pretraining stage: validated, never selected
         improved = selectable and bool(np.isfinite(val_metrics["auc"]) and val_metrics["auc"] > best_auc)

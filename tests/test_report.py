@@ -16,6 +16,7 @@ from benchmark import figures, metrics
 from benchmark.cli import main
 from benchmark.config import config_hash, resolve
 from benchmark.errors import BenchError
+from benchmark.leaderboard import add_runs, read_board
 from benchmark.methods import METHODS
 from benchmark.report import (
     MARKER,
@@ -43,10 +44,11 @@ def fake_run(root: Path, task: str, method: str, seed: int, *, val_auc: float, s
     t = get_task(task)
     cls = METHODS.get(method) if method in METHODS else METHODS.get("ce")
     config = resolve(t, cls, {"epochs": epochs, **(overrides or {})})
-    rng = np.random.default_rng(1000 * seed + len(method) + 7 * len(task) + int(signal * 100))
+    # one test split per task (as in reality), the scores' noise per method, seed and signal
     n = 60
-    labels = (rng.random((n, t.n_labels)) < 0.4).astype(np.int64)
+    labels = (np.random.default_rng(len(task)).random((n, t.n_labels)) < 0.4).astype(np.int64)
     labels[0], labels[1] = 1, 0
+    rng = np.random.default_rng(1000 * seed + len(method) + 7 * len(task) + int(signal * 100))
     logits = (signal * (2 * labels - 1) + rng.normal(size=labels.shape)).astype(np.float32)
     test = metrics.evaluate(labels, logits)
     h = config_hash(task, method, seed, config)
@@ -70,25 +72,6 @@ def fake_run(root: Path, task: str, method: str, seed: int, *, val_auc: float, s
     return out
 
 
-def leaderboard_entry(task: str, method: str, run_dirs: list[Path]) -> dict:
-    """Return a leaderboard entry in the leaderboard file's schema, computed from the runs' predictions."""
-    from benchmark.store import load_predictions, read_json
-
-    runs = []
-    for d in run_dirs:
-        result = read_json(d / "result.json")
-        labels, logits = load_predictions(d / "predictions_test.npz")
-        scores = metrics.sigmoid(logits)
-        runs.append({"seed": result["seed"], "val_auc": result["val"]["auc"], "run_id": result["config_hash"],
-                     "test": {"auc": metrics.auc(labels, scores), "fpr_at_95tpr": fpr_at_tpr(labels.reshape(len(labels), -1), scores.reshape(len(labels), -1))}})
-    summary = {}
-    for key in ("auc", "fpr_at_95tpr"):
-        vals = [r["test"][key] for r in runs]
-        summary[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
-    config = read_json(run_dirs[0] / "result.json")["config"]
-    return {"id": f"{method}-x", "kind": "run", "reference": False, "method": method, "config": config, "seeds": [r["seed"] for r in runs], "runs": runs, "test": summary}
-
-
 @pytest.fixture(scope="module")
 def handmade(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A hand-written store: BreastMNIST (ce, aucm; with a leaderboard) and PneumoniaMNIST (ce, aucm; runs only)."""
@@ -100,12 +83,10 @@ def handmade(tmp_path_factory: pytest.TempPathFactory) -> dict:
             dirs[(task, method)] = [fake_run(runs, task, method, s, val_auc=val + 0.01 * s, signal=signal) for s in (0, 1, 2)]
         # a second ce configuration, better on test but worse on validation: never selected
         dirs[(task, "ce-worse-val")] = [fake_run(runs, task, "ce", s, val_auc=0.80, signal=2.0, overrides={"batch_size": 32}) for s in (0, 1)]
-    board = {"schema_version": 1, "task": "breastmnist", "entries": [
-        {"id": "medmnist-v2", "kind": "reference", "reference": True, "test": {"auc": {"mean": 0.901}}},
-        leaderboard_entry("breastmnist", "ce", dirs[("breastmnist", "ce")]),
-        leaderboard_entry("breastmnist", "aucm", dirs[("breastmnist", "aucm")]),
-    ]}
-    write_json(boards / "breastmnist.json", board)
+    # the leaderboard is written by the leaderboard module itself, from the same run directories
+    for method in ("ce", "aucm"):
+        add_runs("breastmnist", dirs[("breastmnist", method)], boards)
+    board = read_board("breastmnist", boards)
     return {"runs": runs, "boards": boards, "dirs": dirs, "board": board, "base": base}
 
 
@@ -121,7 +102,9 @@ def test_main_table_equals_the_leaderboard_and_the_golden_file(handmade: dict, t
     assert table == golden.read_text(), f"main table differs from {golden}:\n{table}"
     cells = _table_cells(table)
     # BreastMNIST (first column) comes from the leaderboard: mean and sd exactly as it stores them, to 3 decimals
-    for entry in handmade["board"]["entries"][1:]:
+    board_entries = [e for e in handmade["board"]["entries"] if not e.get("reference")]
+    assert sorted(e["method"] for e in board_entries) == ["aucm", "ce"]
+    for entry in board_entries:
         auc = entry["test"]["auc"]
         assert cells[entry["method"]][0] == f"{auc['mean']:.3f} ± {auc['sd']:.3f} ({len(entry['runs'])})"
     # PneumoniaMNIST comes from the runs: recompute from the predictions of the best-validation configuration
@@ -138,6 +121,19 @@ def test_main_table_equals_the_leaderboard_and_the_golden_file(handmade: dict, t
     assert "**" in table.split("| aucm |")[1].splitlines()[0]
     tex = (out / "tables" / "main_results.tex").read_text()
     assert r"\textbf{" in tex and r"$\pm$" in tex and r"\begin{tabular}{lrrr}" in tex
+
+
+def test_a_task_known_only_from_its_leaderboard(handmade: dict, tmp_path: Path) -> None:
+    """BreastMNIST's runs are not in this store: the table, bars and ROC come from the leaderboard and its predictions file."""
+    runs = tmp_path / "runs"
+    shutil.copytree(handmade["runs"] / "pneumoniamnist", runs / "pneumoniamnist")
+    out, written = build_report(ReportOptions(runs=runs, out=tmp_path / "rep", leaderboards=handmade["boards"], data_root=str(tmp_path / "no-data")))
+    table = (out / "tables" / "main_results.md").read_text()
+    assert table == (GOLDEN / "main_results.md").read_text()
+    index = (out / "index.md").read_text()
+    assert "the leaderboard's stored predictions for BreastMNIST / ce, BreastMNIST / aucm" in index
+    assert "- BreastMNIST / ce (leaderboard): (leaderboard only" in index
+    assert "figures/roc_curves.png" in written and "figures/learning_curves_breastmnist.png" not in written
 
 
 def test_selection_uses_validation_never_test(handmade: dict) -> None:
@@ -206,7 +202,7 @@ def test_report_writes_every_figure_and_table(trained: dict, tmp_path: Path, cap
     for png in (out / "figures").glob("*.png"):
         assert f"(figures/{png.name})" in index
     # every figure has a caption; the tasks without runs are named as left out
-    assert "Left out of every run-based figure and table (no finished runs): PneumoniaMNIST, NoduleMNIST3D, VesselMNIST3D, SynapseMNIST3D." in index
+    assert "Left out of every run-based figure and table (no finished runs, no leaderboard entry): PneumoniaMNIST, NoduleMNIST3D, VesselMNIST3D, SynapseMNIST3D." in index
     assert index.count("\n*") >= 6
     assert "From 1 study in" in index
     # the main table's BreastMNIST cell is the selected runs' test AUC
