@@ -295,6 +295,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import ReportOptions, build_report
+
+    opts = ReportOptions(
+        runs=[Path(r) for r in args.runs or ["runs"]],
+        out=Path(args.out),
+        tasks=args.tasks,
+        leaderboards=Path(args.leaderboards),
+        data_root=args.data_root,
+        verify_md5=not args.no_verify,
+        storages=args.storage or [],
+    )
+    out, written = build_report(opts)
+    print(f"wrote {len(written)} files to {out}: {out / 'index.md'} shows every figure and table")
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -408,6 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="figures and tables of the technical report, from stored results only")
+    p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store (default ./runs); repeat to read several together")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (default: every task with runs)")
+    p.add_argument("-o", "--out", default="reports", help="output folder (default ./reports; a previous report there is replaced)")
+    p.add_argument("--leaderboards", default="leaderboards", help="folder of leaderboards/<task>.json (default ./leaderboards)")
+    p.add_argument("--storage", action="append", metavar="URL", help="Optuna storage URL to read studies from; repeatable (default: the SQLite files in the run store)")
+    p.add_argument("--data-root", help="folder holding <task>.npz, for the split-prevalence and augmentation figures")
+    p.add_argument("--no-verify", action="store_true", help="accept data files whose MD5 is not the official one")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

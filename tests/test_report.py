@@ -1,0 +1,294 @@
+"""`bench report`: every figure and table from a run store, numbers equal to the leaderboard's, clean errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from benchmark import figures, metrics
+from benchmark.cli import main
+from benchmark.config import config_hash, resolve
+from benchmark.errors import BenchError
+from benchmark.leaderboard import add_runs, read_board
+from benchmark.methods import METHODS
+from benchmark.report import (
+    MARKER,
+    ReportOptions,
+    Run,
+    build_report,
+    fpr_at_tpr,
+    group_runs,
+    load_runs,
+    roc_of,
+    select,
+)
+from benchmark.runner import RunSpec, run
+from benchmark.store import save_predictions, write_json
+from benchmark.tasks import get_task
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+# --- a run store in the real format, written by hand with known numbers ----------------------
+
+
+def fake_run(root: Path, task: str, method: str, seed: int, *, val_auc: float, signal: float, overrides: dict | None = None, epochs: int = 4, train_auc: bool = True) -> Path:
+    """Write a finished run directory like runner.run does; its test AUC comes from its own predictions."""
+    t = get_task(task)
+    cls = METHODS.get(method) if method in METHODS else METHODS.get("ce")
+    config = resolve(t, cls, {"epochs": epochs, **(overrides or {})})
+    # one test split per task (as in reality), the scores' noise per method, seed and signal
+    n = 60
+    labels = (np.random.default_rng(len(task)).random((n, t.n_labels)) < 0.4).astype(np.int64)
+    labels[0], labels[1] = 1, 0
+    rng = np.random.default_rng(1000 * seed + len(method) + 7 * len(task) + int(signal * 100))
+    logits = (signal * (2 * labels - 1) + rng.normal(size=labels.shape)).astype(np.float32)
+    test = metrics.evaluate(labels, logits)
+    h = config_hash(task, method, seed, config)
+    out = root / task / method / h
+    out.mkdir(parents=True)
+    write_json(out / "config.json", {"task": task, "method": method, "seed": seed, **config})
+    best = epochs - 1
+    with (out / "metrics.jsonl").open("w") as f:
+        for e in range(1, epochs + 1):
+            v = val_auc - 0.02 * abs(e - best)
+            rec = {"epoch": e, "train_loss": 1.0 / e, "lr": 1e-3, "val/auc": v, "val/acc": 0.7, "best_epoch": min(e, best), "seconds": 1.0}
+            if train_auc:
+                rec["train/auc"] = min(1.0, 0.7 + 0.1 * e)
+            f.write(json.dumps(rec) + "\n")
+    save_predictions(out / "predictions_test.npz", labels, logits)
+    write_json(
+        out / "result.json",
+        {"task": task, "method": method, "seed": seed, "config": config, "config_hash": h, "best_epoch": best, "epochs_run": epochs,
+         "val": {"auc": val_auc, "acc": 0.7}, "test": test, "reference": t.reference, "train_seconds": 1.0},
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def handmade(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A hand-written store: BreastMNIST (ce, aucm; with a leaderboard) and PneumoniaMNIST (ce, aucm; runs only)."""
+    base = tmp_path_factory.mktemp("handmade")
+    runs, boards = base / "runs", base / "leaderboards"
+    dirs: dict[tuple[str, str], list[Path]] = {}
+    for task in ("breastmnist", "pneumoniamnist"):
+        for method, signal, val in (("ce", 0.9, 0.90), ("aucm", 1.1, 0.92)):
+            dirs[(task, method)] = [fake_run(runs, task, method, s, val_auc=val + 0.01 * s, signal=signal) for s in (0, 1, 2)]
+        # a second ce configuration, better on test but worse on validation: never selected
+        dirs[(task, "ce-worse-val")] = [fake_run(runs, task, "ce", s, val_auc=0.80, signal=2.0, overrides={"batch_size": 32}) for s in (0, 1)]
+    # the leaderboard is written by the leaderboard module itself, from the same run directories
+    for method in ("ce", "aucm"):
+        add_runs("breastmnist", dirs[("breastmnist", method)], boards)
+    board = read_board("breastmnist", boards)
+    return {"runs": runs, "boards": boards, "dirs": dirs, "board": board, "base": base}
+
+
+def _table_cells(markdown: str) -> dict[str, list[str]]:
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    return {r.split("|")[1].strip(): [c.strip().strip("*") for c in r.split("|")[2:-1]] for r in rows}
+
+
+def test_main_table_equals_the_leaderboard_and_the_golden_file(handmade: dict, tmp_path: Path) -> None:
+    out, written = build_report(ReportOptions(runs=handmade["runs"], out=tmp_path / "rep", leaderboards=handmade["boards"], data_root=str(tmp_path / "no-data")))
+    table = (out / "tables" / "main_results.md").read_text()
+    golden = GOLDEN / "main_results.md"
+    assert table == golden.read_text(), f"main table differs from {golden}:\n{table}"
+    cells = _table_cells(table)
+    # BreastMNIST (first column) comes from the leaderboard: mean and sd exactly as it stores them, to 3 decimals
+    board_entries = [e for e in handmade["board"]["entries"] if not e.get("reference")]
+    assert sorted(e["method"] for e in board_entries) == ["aucm", "ce"]
+    for entry in board_entries:
+        auc = entry["test"]["auc"]
+        assert cells[entry["method"]][0] == f"{auc['mean']:.3f} ± {auc['sd']:.3f} ({len(entry['runs'])})"
+    # PneumoniaMNIST comes from the runs: recompute from the predictions of the best-validation configuration
+    from benchmark.store import load_predictions
+
+    for method in ("ce", "aucm"):
+        aucs = []
+        for d in handmade["dirs"][("pneumoniamnist", method)]:
+            labels, logits = load_predictions(d / "predictions_test.npz")
+            aucs.append(roc_auc_score(labels[:, 0], logits[:, 0]))
+        assert cells[method][1] == f"{np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f} (3)"
+    # reference row and the bold best per task
+    assert cells["MedMNIST v2 ResNet-18 (reference)"][:2] == ["0.901", "0.944"]
+    assert "**" in table.split("| aucm |")[1].splitlines()[0]
+    tex = (out / "tables" / "main_results.tex").read_text()
+    assert r"\textbf{" in tex and r"$\pm$" in tex and r"\begin{tabular}{lrrr}" in tex
+
+
+def test_a_task_known_only_from_its_leaderboard(handmade: dict, tmp_path: Path) -> None:
+    """BreastMNIST's runs are not in this store: the table, bars and ROC come from the leaderboard and its predictions file."""
+    runs = tmp_path / "runs"
+    shutil.copytree(handmade["runs"] / "pneumoniamnist", runs / "pneumoniamnist")
+    out, written = build_report(ReportOptions(runs=runs, out=tmp_path / "rep", leaderboards=handmade["boards"], data_root=str(tmp_path / "no-data")))
+    table = (out / "tables" / "main_results.md").read_text()
+    assert table == (GOLDEN / "main_results.md").read_text()
+    index = (out / "index.md").read_text()
+    assert "the leaderboard's stored predictions for BreastMNIST / ce, BreastMNIST / aucm" in index
+    assert "- BreastMNIST / ce (leaderboard): (leaderboard only" in index
+    assert "figures/roc_curves.png" in written and "figures/learning_curves_breastmnist.png" not in written
+
+
+def test_selection_uses_validation_never_test(handmade: dict) -> None:
+    runs, _ = load_runs(handmade["runs"])
+    chosen = select(group_runs(runs))[("pneumoniamnist", "ce")]
+    assert chosen.config["batch_size"] == 128  # the batch-32 config has the better test AUC but the worse val AUC
+    assert sorted(r.path for r in chosen.runs) == sorted(handmade["dirs"][("pneumoniamnist", "ce")])
+
+
+def test_hyperparameter_table_and_ablation(handmade: dict, tmp_path: Path) -> None:
+    out, written = build_report(ReportOptions(runs=handmade["runs"], out=tmp_path / "rep", leaderboards=None, data_root=str(tmp_path / "no-data")))
+    hp = (out / "tables" / "hyperparameters.md").read_text()
+    assert "| BreastMNIST | ce | 0, 1, 2 | best mean val AUC | lr=0.001; weight_decay=0; epochs=4 |" in hp
+    assert "figures/controls_ablation.png" in written
+    index = (out / "index.md").read_text()
+    assert "Figure 6. Controls ablation" in index and "figures/controls_ablation.png" in index
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> dict:
+    """A run store mixing runner.run runs on synthetic BreastMNIST (the real format) with hand-written
+    multi-label (ChestMNIST) and 3D (AdrenalMNIST3D) runs, a controls variant, and an Optuna study."""
+    runs = tmp_path_factory.mktemp("trained") / "runs"
+    common = dict(data_root=str(synthetic_root), runs_root=str(runs), device="cpu", verify_md5=False)
+    for seed in (0, 1):
+        run(RunSpec(task="breastmnist", method="ce", seed=seed, overrides={"epochs": 1}, **common))
+    fake_run(runs, "breastmnist", "ce", 0, val_auc=0.0, signal=0.5, epochs=1, overrides={"batch_size": 32})  # val AUC 0: never selected
+    fake_run(runs, "chestmnist", "ce", 0, val_auc=0.7, signal=0.5, epochs=2)
+    fake_run(runs, "adrenalmnist3d", "ce", 0, val_auc=0.8, signal=0.8, epochs=2)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{runs / 'optuna.db'}", study_name="breastmnist.ce.6trials.2epochs.0000", direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    study.set_user_attr("definition", {"task": "breastmnist", "method": "ce"})
+    study.optimize(lambda t: 0.9 - (math.log10(t.suggest_float("lr", 1e-4, 1e-2, log=True)) + 3) ** 2 / 20 - t.suggest_float("weight_decay", 0, 1e-3) * 10, n_trials=6)
+    return {"runs": runs, "data": synthetic_root}
+
+
+EXPECTED_FIGURES = ["learning_curves_breastmnist", "learning_curves_chestmnist", "learning_curves_adrenalmnist3d", "test_auc", "roc_curves", "fpr_at_95tpr", "split_prevalence", "controls_ablation",
+                    "optuna_breastmnist_ce_6trials_2epochs_0000_history", "optuna_breastmnist_ce_6trials_2epochs_0000_importance"]
+
+
+def test_report_writes_every_figure_and_table(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import matplotlib.image
+
+    out = tmp_path / "reports"
+    code = main(["report", "--runs", str(trained["runs"]), "-o", str(out), "--data-root", str(trained["data"]), "--no-verify", "--leaderboards", str(tmp_path / "none")])
+    assert code == 0, capsys.readouterr().err
+    figures_written = sorted(p.name for p in (out / "figures").iterdir())
+    try:
+        from benchmark.data.augment import PRESETS  # noqa: F401
+
+        expected = EXPECTED_FIGURES + ["augmentation_2d_breastmnist", "augmentation_3d_nodulemnist3d"]
+    except ImportError:
+        expected = EXPECTED_FIGURES
+    for name in expected:
+        assert f"{name}.png" in figures_written and f"{name}.pdf" in figures_written, name
+        image = matplotlib.image.imread(out / "figures" / f"{name}.png")
+        assert image.shape[0] > 300 and image.shape[1] > 500 and image.std() > 0.01  # drawn, not blank
+        assert (out / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    for table in ("main_results", "hyperparameters"):
+        assert (out / "tables" / f"{table}.md").read_text().startswith("| ")
+        assert r"\begin{table}" in (out / "tables" / f"{table}.tex").read_text()
+    index = (out / "index.md").read_text()
+    assert index.startswith(MARKER)
+    for png in (out / "figures").glob("*.png"):
+        assert f"(figures/{png.name})" in index
+    # every figure has a caption; the tasks without runs are named as left out
+    assert "Left out of every run-based figure and table (no finished runs, no leaderboard entry): PneumoniaMNIST, NoduleMNIST3D, VesselMNIST3D, SynapseMNIST3D." in index
+    assert index.count("\n*") >= 6
+    assert "From 1 study in" in index
+    # the main table's BreastMNIST cell is the selected runs' test AUC
+    runs, _ = load_runs(trained["runs"], ["breastmnist"])
+    chosen = select(group_runs(runs))[("breastmnist", "ce")]
+    aucs = [r.test["auc"] for r in chosen.runs]
+    cell = _table_cells((out / "tables" / "main_results.md").read_text())["ce"][0]
+    assert len(aucs) == 2 and cell == f"{np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f} (2)"
+
+
+def test_report_is_reproducible_and_replaces_only_a_previous_report(trained: dict, tmp_path: Path) -> None:
+    opts = ReportOptions(runs=trained["runs"], out=tmp_path / "a", tasks=["breastmnist"], data_root=str(trained["data"]), verify_md5=False, leaderboards=None)
+    build_report(opts)
+    first = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    build_report(opts)  # over its own previous report: allowed, replaced
+    second = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    assert first.keys() == second.keys()
+    assert all(first[k] == second[k] for k in first), [str(k) for k in first if first[k] != second[k]]
+    assert "ChestMNIST" not in (tmp_path / "a" / "tables" / "main_results.md").read_text()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(BenchError, match="does not hold a previous `bench report`"):
+        build_report(ReportOptions(runs=trained["runs"], out=mine, leaderboards=None))
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_empty_or_missing_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for store in (tmp_path / "nowhere", tmp_path / "empty"):
+        if store.name == "empty":
+            store.mkdir()
+        code = main(["report", "--runs", str(store), "-o", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and "bench: error:" in err and "Traceback" not in err and str(store) in err
+        assert not (tmp_path / "out").exists()
+    code = main(["report", "--runs", str(tmp_path / "empty"), "--tasks", "mnist", "-o", str(tmp_path / "out")])
+    assert code == 2 and "breastmnist" in capsys.readouterr().err
+
+
+def test_tuning_trials_alone_are_not_a_report(tmp_path: Path) -> None:
+    d = fake_run(tmp_path / "runs", "breastmnist", "ce", 0, val_auc=0.9, signal=1.0)
+    result = json.loads((d / "result.json").read_text())
+    result["test"] = None
+    write_json(d / "result.json", result)
+    with pytest.raises(BenchError, match="1 tuning runs without a test evaluation"):
+        load_runs(tmp_path / "runs")
+
+
+def test_roc_and_fpr_match_independent_computations() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=(300, 1))
+    s = rng.random((300, 1)) + 0.3 * y
+    roc = roc_of(y, s)
+    assert roc.auc == pytest.approx(roc_auc_score(y[:, 0], s[:, 0]))
+    # FPR at 95 % TPR by brute force over thresholds: the smallest FPR whose TPR reaches 0.95
+    pos, neg = s[y[:, 0] == 1, 0], s[y[:, 0] == 0, 0]
+    brute = min(np.mean(neg >= t) for t in np.unique(s) if np.mean(pos >= t) >= 0.95)
+    assert fpr_at_tpr(y, s) == pytest.approx(brute)
+    # multi-label: the macro-average curve's area is close to the mean per-label AUC
+    ym = rng.integers(0, 2, size=(400, 3))
+    sm = rng.random((400, 3)) + 0.5 * ym
+    macro = roc_of(ym, sm)
+    assert macro.auc == pytest.approx(np.mean([roc_auc_score(ym[:, j], sm[:, j]) for j in range(3)]), abs=0.01)
+    fpr, tpr, _ = roc_curve(ym[:, 0], sm[:, 0])
+    assert np.all(np.diff(macro.fpr) >= 0) and macro.tpr[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_each_method_has_one_fixed_colour(method: str) -> None:
+    colors = figures.method_colors()
+    assert figures.method_colors(["zz-submission", "aa-other"])[method] == colors[method]
+    assert len(set(colors.values())) == len(colors)
+
+
+def test_train_val_gap_read_from_the_selected_epoch(tmp_path: Path) -> None:
+    d = fake_run(tmp_path / "runs", "breastmnist", "ce", 0, val_auc=0.9, signal=1.0, epochs=4)
+    run_ = Run(d, json.loads((d / "result.json").read_text()))
+    # best epoch 3: train AUC 0.7 + 0.3 = 1.0, val AUC 0.9 - 0 = 0.9
+    assert run_.train_val_gap() == pytest.approx(0.1)
+    d2 = fake_run(tmp_path / "runs2", "breastmnist", "ce", 0, val_auc=0.9, signal=1.0, train_auc=False)
+    assert Run(d2, json.loads((d2 / "result.json").read_text())).train_val_gap() is None
+
+
+@pytest.mark.realdata
+def test_report_on_real_prevalence(real_root: Path, handmade: dict, tmp_path: Path) -> None:
+    out, _ = build_report(ReportOptions(runs=handmade["runs"], out=tmp_path / "rep", leaderboards=None, data_root=str(real_root)))
+    index = (out / "index.md").read_text()
+    assert "figures/split_prevalence.png" in index and "BreastMNIST, PneumoniaMNIST" in index
