@@ -118,14 +118,63 @@ def cmd_run(args: argparse.Namespace) -> int:
     ref = result.get("reference", {})
     print(
         f"{result['task']} / {result['method']} / seed {result['seed']}: "
-        f"test AUC {_fmt(result['test']['auc'])}  ACC {_fmt(result['test']['acc'])}  "
+        f"test AUC {_fmt(result['test']['auc'])}  ACC {_fmt(result['test']['acc'])}  pAUC {_fmt(result['test'].get('pauc'))}  "
         f"(MedMNIST v2 {ref.get('model', 'reference')}: AUC {_fmt(ref.get('auc'))}  ACC {_fmt(ref.get('acc'))})"
     )
+    if result.get("folds"):
+        chosen = f"{len(result['folds'])}-fold ensemble (epochs {', '.join(str(f['best_epoch']) for f in result['folds'])}), out-of-fold val AUC {_fmt(result['val']['auc'])}"
+    else:
+        chosen = f"selected epoch {result['best_epoch']} of {result['epochs_run']} by val AUC {_fmt(result['val']['auc'])}"
+        if result.get("refit"):
+            chosen += f", refit on train+val for {result['refit']['epochs']} epochs"
     print(
-        f"selected epoch {result['best_epoch']} of {result['epochs_run']} by val AUC {_fmt(result['val']['auc'])}; "
+        f"{chosen}; train AUC {_fmt(result['train'].get('auc'))} (gap {_fmt(result['train_val_gap'])}); "
         f"trained {result['train_seconds']:.1f} s at {result['images_per_second']:.0f} images/s on {result['device']}"
     )
     print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_augmentations(args: argparse.Namespace) -> int:
+    from .data.augment import PARAMS, PRESETS
+
+    rows = [{"preset": name, "2D (torchvision v2)": PRESETS.get(name).summary_2d, "3D (MONAI)": PRESETS.get(name).summary_3d} for name in PRESETS]
+    print_table(rows, ["preset", "2D (torchvision v2)", "3D (MONAI)"])
+    print("\nChoose one with --set augment=NAME (default none). Batch-level switches (pointwise losses such as ce only):")
+    for key in ("mixup", "cutmix", "label_smoothing"):
+        print(f"    {key:<16} default {PARAMS[key].default!s:<6} {PARAMS[key].help}")
+    print("Augmentation applies to training batches only; validation, test and train-AUC images are never augmented.")
+    return 0
+
+
+def cmd_splits(args: argparse.Namespace) -> int:
+    from .config import parse_assignments
+    from .data.splits import PARAMS, prevalence_rows
+    from .tasks import get_task, load_arrays
+
+    task = get_task(args.task)
+    config = {name: param.default for name, param in PARAMS.items()}
+    for name, text in parse_assignments(args.set).items():
+        if name not in PARAMS:
+            raise BenchError(f"unknown split setting {name!r}; valid keys: {', '.join(PARAMS)}")
+        try:
+            config[name] = PARAMS[name].parse(text)
+        except BenchError as exc:
+            raise BenchError(f"invalid value for {name}: {exc}") from None
+    # labels only are used; the test split is shown for its prevalence, never used by a strategy
+    data = load_arrays(task, args.data_root, verify_md5=not args.no_verify)
+    rows = prevalence_rows(config, data.labels("train"), data.labels("val"), data.labels("test"))
+    names = [task.label_names.get(str(j), str(j)) for j in range(task.n_labels)]
+    positive = f"share of label 1 ({task.label_names.get('1', 'positive')})"
+    columns = ["set", "n"] + ([positive] if not task.multilabel else [f"{j}:{n[:10]}" for j, n in enumerate(names)])
+    if not task.multilabel:
+        # binary tasks: the share of label 1
+        table = [{"set": r["set"], "n": r["n"], columns[2]: float(r["share"][0])} for r in rows]
+    else:
+        table = [{"set": r["set"], "n": r["n"], **{c: float(v) for c, v in zip(columns[2:], r["share"])}} for r in rows]
+    settings = ", ".join(f"{k}={config[k]}" for k in PARAMS if k == "val_strategy" or (config["val_strategy"] == "resplit" and k in ("val_fraction", "split_seed")) or (config["val_strategy"] == "kfold" and k in ("folds", "split_seed")))
+    print(f"{task.flag}: {settings}")
+    print_table(table, columns)
     return 0
 
 
@@ -208,6 +257,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_fields(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import parse_assignments
+
+    overrides: dict[str, Any] = parse_assignments(args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = str(args.epochs)
+    return dict(
+        task=args.task,
+        trials=args.trials,
+        space=tuple(s.strip() for s in (args.space or "").split(",") if s.strip()),
+        overrides=overrides,
+        pruner=args.pruner,
+        seed=args.seed,
+        storage=args.storage,
+        timeout=args.timeout,
+        jobs=args.jobs,
+        data_root=args.data_root,
+        runs_root=args.runs,
+        device=args.device,
+        verify_md5=not args.no_verify,
+    )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import TuneSpec, tune
+
+    tune(TuneSpec(method=args.method, study=args.study, **_tune_fields(args)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import CompareSpec, compare
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    compare(CompareSpec(methods=methods, seeds=args.seeds, **_tune_fields(args)))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -230,15 +317,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
+def _add_run_args(p: argparse.ArgumentParser, method: bool = True) -> None:
     p.add_argument("--task", required=True, help="MedMNIST flag, e.g. breastmnist (see `bench tasks`)")
-    p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
+    if method:
+        p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
     p.add_argument("--epochs", type=int, help="shortcut for --set epochs=N")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter; repeatable")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
+
+
+def _add_tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", type=int, required=True, help="budget: finished (complete or pruned) trials per study")
+    p.add_argument("--space", help="shared hyperparameters to search too, comma-separated (e.g. lr,weight_decay,batch_size)")
+    p.add_argument("--pruner", default="median", help="median (default), hyperband or none: stops hopeless trials early")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<runs>/optuna.db); e.g. postgresql://user@host/db")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--timeout", type=float, help="seconds per study; no new trial starts after it")
+    p.add_argument("--runs", help="root of the run store (default ./runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,11 +368,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_throughput)
 
+    p = sub.add_parser("tune", help="tune a method's hyperparameters on validation data (Optuna)")
+    _add_run_args(p)
+    _add_tune_args(p)
+    p.add_argument("--study", help="study name (default <task>.<method>.<N>trials.<E>epochs.<hash>)")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("compare", help="tune several methods with one budget, retrain the winners over seeds, test once")
+    _add_run_args(p, method=False)
+    p.add_argument("--methods", required=True, help="comma-separated method ids, e.g. ce,aucm")
+    p.add_argument("--seeds", type=int, default=3, help="final runs per method (seeds --seed+1 .. --seed+S; default 3)")
+    _add_tune_args(p)
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("tasks", help="list the tasks with their MedMNIST reference numbers")
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("methods", help="list the methods and their hyperparameters")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("augmentations", help="list the augmentation presets and batch-level switches")
+    p.set_defaults(func=cmd_augmentations)
+
+    p = sub.add_parser("splits", help="print each split's size and positive share per label")
+    p.add_argument("--task", required=True, help="MedMNIST flag, e.g. breastmnist")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="val_strategy, val_fraction, split_seed or folds; repeatable")
+    p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
+    p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
+    p.set_defaults(func=cmd_splits)
 
     p = sub.add_parser("leaderboard", help="print the leaderboards; `leaderboard add RUN_DIR...` adds runs")
     p.add_argument("--task", help="one task (default: every task with a leaderboard file)")

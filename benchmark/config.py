@@ -10,14 +10,14 @@ import hashlib
 import json
 from typing import Any, Mapping
 
-from . import data, trainer
-from .data import sampling
+from . import controls, data, trainer
+from .data import augment, sampling, splits
 from .errors import BenchError
 from .hparams import Param
 from .methods import Method
 from .tasks import Task
 
-SHARED_PARAMS: dict[str, Param] = {**trainer.PARAMS, **data.PARAMS, **sampling.PARAMS}
+SHARED_PARAMS: dict[str, Param] = {**trainer.PARAMS, **data.PARAMS, **sampling.PARAMS, **augment.PARAMS, **splits.PARAMS, **controls.PARAMS}
 
 
 def param_table(method: type[Method]) -> dict[str, Param]:

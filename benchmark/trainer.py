@@ -37,6 +37,14 @@ class Sampler(Protocol):
     def steps_per_epoch(self) -> int: ...
 
 
+class WeightAverage(Protocol):
+    """An average of the weights (EMA, SWA) that is evaluated and kept instead of the raw weights."""
+
+    def update(self, model: torch.nn.Module) -> None: ...
+
+    def evaluated(self, model: torch.nn.Module, epoch: int) -> tuple[torch.nn.Module, bool]: ...
+
+
 class StopTraining(Exception):
     """Raised by a callback to end training after the current epoch (early stopping, pruning)."""
 
@@ -55,6 +63,7 @@ class FitResult:
     train_seconds: float = 0.0
     images_seen: int = 0
     stopped_early: bool = False
+    best_train: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -125,14 +134,21 @@ def fit(
     epochs: int,
     *,
     callbacks: list[Callback] | tuple[Callback, ...] = (),
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    augment: Callable[[Batch], Batch] | None = None,
     precision: str = "auto",
+    average: WeightAverage | None = None,
+    select: bool = True,
 ) -> FitResult:
     """Train `model` with `method` for `epochs`; return the epoch with the best validation AUC and its weights.
 
     Ties keep the earlier epoch (as the official script's `>`). Each epoch produces one record
-    {epoch, train_loss, lr, val/auc, val/acc, seconds}; callbacks receive it and may raise
-    StopTraining to end training after that epoch.
+    {epoch, train_loss, lr, train/*, val/*, best_epoch, seconds}, the train metrics measured
+    on the un-augmented training images; callbacks receive it and may raise StopTraining to
+    end training after that epoch; they get the model the record describes (the averaged one
+    with `average`). With `average` (EMA, SWA) the averaged weights are the ones evaluated and
+    kept, and only epochs it marks may be selected. With `select=False` (a refit whose
+    validation rows are in the training data) the last selectable epoch is kept, whatever its
+    validation AUC.
     """
     device = train.device
 
@@ -142,15 +158,13 @@ def fit(
 
     def prepared(index: torch.Tensor) -> Batch:
         batch = train.batch(index)
-        if augment is not None:
-            batch.x = augment(batch.x)
-        return batch
+        return augment(batch) if augment is not None else batch
 
     # an independent stream of batches, for methods that need a second mini-batch per step
     extra: Iterator[torch.Tensor] = itertools.chain.from_iterable(sampler.epoch(10_000_000 + k) for k in itertools.count())
     ctx = StepContext(forward=forward, next_batch=lambda: prepared(next(extra)))
 
-    best_auc, best_epoch, best_state, best_val = -np.inf, 0, None, {}
+    best_auc, best_epoch, best_state, best_val, best_train = -np.inf, 0, None, {}, {}
     history: list[dict[str, Any]] = []
     train_seconds, images_seen, stopped = 0.0, 0, False
     model.train()
@@ -162,23 +176,29 @@ def fit(
         steps = 0
         for index in sampler.epoch(epoch):
             total += method.train_step(prepared(index), ctx)
+            if average is not None:
+                average.update(model)
             steps += 1
             images_seen += len(index)
         train_loss = float(total) / max(steps, 1)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - started
-        val_metrics = metrics.evaluate(val.labels_np, predict(model, val, precision=precision))
+        evaluated, averaged = average.evaluated(model, epoch) if average is not None else (model, True)
+        val_metrics = metrics.evaluate(val.labels_np, predict(evaluated, val, precision=precision))
+        train_metrics = metrics.evaluate(train.labels_np, predict(evaluated, train, precision=precision))
         method.on_epoch_end(epoch, val_metrics)
-        selectable = method.selectable(epoch)  # False in a pretraining stage: validated, never selected
+        # False in a pretraining stage or before an SWA window: validated, never selected
+        selectable = method.selectable(epoch) and averaged
         improved = selectable and bool(np.isfinite(val_metrics["auc"]) and val_metrics["auc"] > best_auc)
-        if improved or (best_state is None and selectable):
+        if improved or (selectable and (best_state is None or not select)):
             best_auc = val_metrics["auc"] if improved else best_auc
-            best_epoch, best_val, best_state = epoch, dict(val_metrics), state_copy(model)
+            best_epoch, best_val, best_train, best_state = epoch, dict(val_metrics), dict(train_metrics), state_copy(evaluated)
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
             "lr": lr,
+            **{f"train/{k}": v for k, v in train_metrics.items()},
             **{f"val/{k}": v for k, v in val_metrics.items()},
             "best_epoch": best_epoch,
             "seconds": time.perf_counter() - started,
@@ -186,10 +206,10 @@ def fit(
         history.append(record)
         try:
             for callback in callbacks:
-                callback(record, model)
+                callback(record, evaluated)
         except StopTraining:
             stopped = True
             break
     if best_state is None:  # stopped before any selectable epoch: the last weights are all there is
-        best_epoch, best_val, best_state = history[-1]["epoch"], dict(val_metrics), state_copy(model)
-    return FitResult(best_epoch, best_val, best_state, history, train_seconds, images_seen, stopped)
+        best_epoch, best_val, best_train, best_state = history[-1]["epoch"], dict(val_metrics), dict(train_metrics), state_copy(evaluated)
+    return FitResult(best_epoch, best_val, best_state, history, train_seconds, images_seen, stopped, best_train)

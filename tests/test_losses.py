@@ -170,6 +170,29 @@ def test_pesg_steps_match_a_hand_computed_update() -> None:
     assert torch.allclose(w, w2 - 0.01 * (0.9 * m_w2 + 0.1 * d_w3))
 
 
+@pytest.mark.parametrize("scaled", [True, False])
+def test_aucm_dual_step_moves_alpha_toward_the_margin_gap(scaled: bool) -> None:
+    # with p equal to the batch's positive share, grad_alpha of the batch mean of F is
+    # 2 p (1 - p) (m - mean(h+) + mean(h-) - alpha): the scaled step moves alpha by lr times that gap
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1).double()
+    cls = METHODS.get("aucm")
+    config = {**{k: q.default for k, q in cls.PARAMS.items()}, "lr": 0.3, "dual_scaling": scaled}
+    y = torch.tensor([[1.0], [0], [1], [0], [0], [1], [1], [1]], dtype=torch.float64)
+    p = 5 / 8
+    info = TrainInfo(n_train=8, n_labels=1, multilabel=False, prior=np.array([p]), epochs=4, steps_per_epoch=1,
+                     device=torch.device("cpu"), train_labels=y.numpy())
+    method = cls(config, model, info)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    with torch.no_grad():
+        h = torch.sigmoid(model(x))[:, 0]
+    gap = 1.0 - h[y[:, 0] == 1].mean().item() + h[y[:, 0] == 0].mean().item()
+    method.on_epoch_start(1)
+    method.train_step(Batch(x, y, torch.arange(8)), StepContext(forward=model, next_batch=lambda: None))
+    step = 0.3 * gap if scaled else 0.3 * 2 * p * (1 - p) * gap
+    assert method.criterion.alpha.item() == pytest.approx(step, rel=1e-10)
+
+
 def test_pesg_without_projection_lets_alpha_go_negative() -> None:
     alpha = torch.tensor([0.1], requires_grad=True)
     opt = PESG([], [alpha], lr=1.0, project=False)
@@ -233,7 +256,8 @@ def test_pdsca_step_matches_a_hand_computed_update() -> None:
     assert calls == [1]  # the outer gradient used a second, independent batch
     assert torch.allclose(model.weight.reshape(-1), expected[0]) and torch.allclose(model.bias, expected[1])
     assert torch.allclose(method.criterion.a, expected[2].double()) and torch.allclose(method.criterion.b, expected[3].double())
-    assert method.criterion.alpha.item() == pytest.approx(max(0.0, alpha0 + lr * g_alpha.item()), rel=1e-10)
+    # dual step eta2 = lr / (2 p (1 - p)) (dual_scaling, the default)
+    assert method.criterion.alpha.item() == pytest.approx(max(0.0, alpha0 + lr * g_alpha.item() / (2 * p * (1 - p))), rel=1e-10)
     # u kept the moving average of the inner point
     assert torch.allclose(method.optimizer.u[0][0].reshape(-1), uw) and torch.allclose(method.optimizer.u[0][1], uc)
 

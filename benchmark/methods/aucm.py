@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..data import Batch
-from ..hparams import Float
+from ..hparams import Bool, Float
 from .auc_base import PRETRAIN_PARAMS, AUCMethod
 from .base import StepContext, check_targets, decay_milestones, register
 from .optim import PESG
@@ -59,12 +59,26 @@ class MinMaxAUCLoss(torch.nn.Module):
         )
         return value.mean(dim=0)
 
+    def dual_preconditioner(self) -> torch.Tensor:
+        """Return 1 / (2 p (1 - p)) per label, the inverse curvature of E[F] in alpha."""
+        return 1.0 / (2 * self.p * (1 - self.p)).clamp(min=1e-6)
+
+
+DUAL_PARAMS = {
+    "dual_scaling": Bool(
+        True,
+        "alpha ascends with step lr / (2 p (1 - p)), F's inverse curvature in alpha, so alpha tracks "
+        "m - E h+ + E h- at the same rate for every prior (false: the paper's plain lr)",
+    ),
+}
+
 
 PESG_PARAMS = {
     "lr": Float(0.1, "PESG learning rate (x0.1 at 50 % and 75 %)", search=(1e-4, 0.1), log=True, minimum=0.0),
     "momentum": Float(0.9, "momentum on w, a, b: m = momentum m + (1 - momentum) grad (lr keeps plain SGD's scale)", minimum=0.0, maximum=0.999),
     "weight_decay": Float(1e-4, "L2 weight decay on w, a, b", search=(0.0, 2e-4), minimum=0.0),
     "epoch_decay": Float(3e-3, "epoch-level regularizer gamma toward the reference point", search=(0.0, 0.01), minimum=0.0),
+    **DUAL_PARAMS,
 }
 
 
@@ -104,6 +118,8 @@ class AUCMargin(AUCMethod):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.scale_label_grads([*self.aux, self.criterion.alpha])
+        if self.config["dual_scaling"]:
+            self.criterion.alpha.grad.mul_(self.criterion.dual_preconditioner())
         self.optimizer.step()
         return loss.detach()
 

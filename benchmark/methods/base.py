@@ -53,6 +53,9 @@ class Method:
     PARAMS: ClassVar[dict[str, Param]] = {}
     # defaults this method sets for shared run parameters (layered: task < method < user)
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # whether the loss accepts soft targets in [0, 1] (mixup, CutMix, label smoothing); pairwise
+    # AUC losses need 0/1 labels to tell positives from negatives
+    soft_targets: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any], model: torch.nn.Module, info: TrainInfo) -> None:
         self.config = config

@@ -19,6 +19,7 @@ class CrossEntropy(Method):
     """
 
     summary = "binary cross-entropy, Adam (the MedMNIST protocol)"
+    soft_targets = True  # BCE is pointwise: mixup / label smoothing targets are well defined
     PARAMS = {
         "lr": Float(1e-3, "Adam learning rate", search=(1e-4, 1e-2), log=True, minimum=0.0),
         "weight_decay": Float(0.0, "Adam L2 weight decay", search=(0.0, 1e-3), minimum=0.0),

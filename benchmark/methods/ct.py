@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..data import Batch
 from ..hparams import Float, Int
 from .auc_base import PRETRAIN_PARAMS, AUCMethod
-from .aucm import MinMaxAUCLoss
+from .aucm import DUAL_PARAMS, MinMaxAUCLoss
 from .base import StepContext, check_targets, decay_milestones, register
 from .optim import PDSCA
 
@@ -44,7 +44,8 @@ class CompositionalAUC(AUCMethod):
     Each step (Algorithm 1): k inner CE gradient steps from w on batch S1, each averaged into its
     u_j with beta0; the AUC-M gradient at u_k on an independent batch S2 (ctx.next_batch()); a
     momentum step (beta1) on w, a, b with weight decay and the epoch-level regulariser; an ascent
-    step on alpha with the AUC-M alpha-gradient at u_k on S1 u S2, projected to alpha >= 0.
+    step on alpha with the AUC-M alpha-gradient at u_k on S1 u S2, projected to alpha >= 0
+    (the dual step eta2 is lr / (2 p (1 - p)) with `dual_scaling`, else lr).
     First-order: the Hessian term of grad h is dropped (the paper's practical implementation).
     The weights validated and kept are v = (w, a, b), the algorithm's iterate. The inner step
     size theta defines the objective and does not decay; lr decays x0.1 at 50 % and 75 % with a
@@ -61,6 +62,7 @@ class CompositionalAUC(AUCMethod):
         "weight_decay": Float(1e-4, "L2 weight decay on w, a, b", search=(0.0, 2e-4), minimum=0.0),
         "epoch_decay": Float(2e-3, "epoch-level regularizer gamma toward the reference point", search=(0.0, 0.01), minimum=0.0),
         "margin": Float(1.0, "AUC-M margin m (the paper fixes 1)", search=(0.5, 1.0), minimum=0.0),
+        **DUAL_PARAMS,
         **PRETRAIN_PARAMS,
     }
 
@@ -114,6 +116,8 @@ class CompositionalAUC(AUCMethod):
         if self.info.n_labels > 1:  # see AUCMethod.scale_label_grads
             outer[n_w:] = [g * self.info.n_labels for g in outer[n_w:]]
             alpha_grad = alpha_grad * self.info.n_labels
+        if self.config["dual_scaling"]:  # the paper's separate dual step eta2, per label: eta / (2 p (1 - p))
+            alpha_grad = alpha_grad * self.criterion.dual_preconditioner()
         self.optimizer.step(outer, [alpha_grad])
         for t in (*self.weights, a, b, alpha):
             t.grad = None
