@@ -215,8 +215,8 @@ def _grouped_bars(
             ax.bar(x, s.mean, width * 0.9, color=colors[method], alpha=0.85)
             if s.sd is not None:
                 ax.errorbar(x, s.mean, yerr=s.sd, color="black", lw=0.9, capsize=2)
-            if len(s.values) > 1:
-                jitter = np.linspace(-0.18, 0.18, len(s.values)) * width
+            if s.values:
+                jitter = np.linspace(-0.18, 0.18, len(s.values)) * width if len(s.values) > 1 else np.zeros(1)
                 ax.plot(x + jitter, s.values, "o", ms=2.2, color="black", alpha=0.6, mew=0)
         ref = (reference or {}).get(task)
         if ref is not None:
