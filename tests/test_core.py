@@ -48,6 +48,20 @@ def test_resnet18_28_parameter_count_matches_reference(architecture: str, channe
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
+@pytest.mark.parametrize("architecture", ["resnet18_28", "resnet18_3d"])
+def test_models_use_pytorchs_default_init_like_the_reference_code(architecture: str) -> None:
+    # kaiming_uniform(a=sqrt(5)) bounds every weight by 1 / sqrt(fan_in); MONAI's own
+    # kaiming_normal(fan_out) breaks that bound in every 64 -> 64 conv
+    model = build_model(architecture, 1, 1)
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear))]
+    assert len(convs) >= 21
+    for conv in convs:
+        fan_in = conv.weight[0].numel()
+        assert conv.weight.abs().max() <= 1 / fan_in**0.5 + 1e-7
+        assert conv.weight.std() > 0.5 / (3 * fan_in) ** 0.5  # uniform(-b, b) has sd b / sqrt(3)
+    assert model.fc.bias.abs().max() > 0  # drawn, not zeroed
+
+
 def test_resnet18_architecture_details() -> None:
     model2d, model3d = build_model("resnet18_28", 1, 1), build_model("resnet18_3d", 1, 1)
     assert model2d.conv1.kernel_size == (3, 3) and model2d.conv1.stride == (1, 1)
