@@ -34,6 +34,10 @@ class Param:
         """Return whether this parameter has a search space."""
         return False
 
+    def in_space(self, value: Any) -> bool:
+        """Return whether `value` lies in the search space (a study may start from it)."""
+        return False
+
     def suggest(self, trial: Any, name: str) -> Any:
         """Return a value drawn by an Optuna trial from the search space."""
         raise BenchError(f"hyperparameter {name!r} has no search range")
@@ -69,6 +73,9 @@ class Float(Param):
 
     def searchable(self) -> bool:
         return self.search is not None
+
+    def in_space(self, value: Any) -> bool:
+        return self.search is not None and self.search[0] <= value <= self.search[1]
 
     def suggest(self, trial: Any, name: str) -> float:
         if self.search is None:
@@ -109,6 +116,9 @@ class Int(Param):
 
     def searchable(self) -> bool:
         return self.search is not None
+
+    def in_space(self, value: Any) -> bool:
+        return self.search is not None and self.search[0] <= value <= self.search[1]
 
     def suggest(self, trial: Any, name: str) -> int:
         if self.search is None:
@@ -153,6 +163,9 @@ class Choice(Param):
     def searchable(self) -> bool:
         return bool(self._space())
 
+    def in_space(self, value: Any) -> bool:
+        return value in self._space()
+
     def suggest(self, trial: Any, name: str) -> Any:
         space = self._space()
         if not space:
@@ -185,6 +198,9 @@ class Bool(Param):
 
     def searchable(self) -> bool:
         return self.search
+
+    def in_space(self, value: Any) -> bool:
+        return bool(self.search)
 
     def suggest(self, trial: Any, name: str) -> bool:
         if not self.search:

@@ -194,6 +194,9 @@ def definition(spec: TuneSpec) -> dict[str, Any]:
         "objective": OBJECTIVE,
         "space": {name: param.describe_space() for name, param in space.items()},
         "fixed": {name: config[name] for name in sorted(spec.overrides)},
+        # trial 0 is the method's own defaults (its paper's settings), so a small budget
+        # never leaves a method worse off than untuned; a default outside its range is drawn instead
+        "first_trial": {name: config[name] for name, param in space.items() if param.in_space(config[name])},
     }
 
 
@@ -459,6 +462,8 @@ def open_study(spec: TuneSpec) -> tuple[optuna.Study, optuna.storages.RDBStorage
         stored = study.user_attrs.get("definition")
         if stored is None:
             study.set_user_attr("definition", definition_)
+            if definition_["first_trial"] and not study.trials:
+                study.enqueue_trial(definition_["first_trial"], skip_if_exists=True)
         elif json.loads(json.dumps(stored)) != json.loads(json.dumps(definition_, default=str)):
             raise BenchError(
                 f"study {name!r} in {public_url(url)} was made by another definition "

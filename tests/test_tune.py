@@ -246,6 +246,10 @@ def test_tune_finishes_the_budget_without_loading_the_test_split(tune_root: Path
         assert len(read_jsonl(run_dir / "metrics.jsonl")) == 1
         values.append(trial.value)
         assert f"trial {trial.number} complete: val AUC {trial.value:.4f}" in out
+    # trial 0 is the method's defaults
+    first = tune.definition(spec)["first_trial"]
+    assert first and study.trials[0].params == first
+    assert all(first[k] == METHODS.get("ce").PARAMS[k].default for k in first if k in METHODS.get("ce").PARAMS)
     best = max(range(2), key=lambda i: (values[i], -i))
     assert summary["best"]["trial"] == best and summary["best"]["params"] == study.best_params
     assert f"best: trial {best}, val AUC {values[best]:.4f}" in out
@@ -443,3 +447,17 @@ def test_cli_bad_input(argv: list[str], message: str, tune_root: Path, tmp_path:
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_first_trial_is_the_paper_defaults_and_skips_a_default_outside_its_range(tune_root: Path, tmp_path: Path) -> None:
+    aucm = METHODS.get("aucm")
+    first = tune.definition(_spec(tune_root, tmp_path / "runs", method="aucm"))["first_trial"]
+    searched = {k for k, p in aucm.PARAMS.items() if p.searchable()}
+    assert set(first) == searched and first["lr"] == 0.1 and first["momentum"] == 0.0
+    assert all(first[k] == aucm.PARAMS[k].default for k in first)
+    # a fixed parameter is not searched, so not in the first trial
+    fixed = tune.definition(_spec(tune_root, tmp_path / "runs", method="aucm", overrides={"epochs": 1, "lr": 0.5}))["first_trial"]
+    assert "lr" not in fixed and fixed["momentum"] == 0.0
+    # a default outside its own search range is left to the sampler
+    assert Float(0.5, search=(0.0, 0.1)).in_space(0.5) is False and Float(0.05, search=(0.0, 0.1)).in_space(0.05)
+    assert Choice("b", choices=("a", "b"), search=("a",)).in_space("b") is False and Bool(False, search=True).in_space(False)
