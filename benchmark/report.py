@@ -904,7 +904,16 @@ def section_optuna(d: Loaded) -> Section:
             ax = ovm.plot_optimization_history(info.study, target_name="validation AUC")
             for artist in ax.collections:  # the trials' dots in the method's colour; optuna's best-value line stays
                 artist.set_color(colors.get(info.method, "0.3"))
-            fig = figures.style_optuna(ax, f"{label}: optimization history ({info.n_complete} completed trials)", ylabel="validation AUC", xlabel="trial number", rename={"Best Value": "best so far", "validation AUC": "completed trial"})
+            # optuna leaves pruned trials out; show where each stopped, so the budget spent is visible
+            pruned = [
+                (t.number, t.intermediate_values[max(t.intermediate_values)])
+                for t in info.study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values
+            ]
+            if pruned:
+                ax.scatter(*zip(*pruned), marker="x", color="0.45", s=25, zorder=3, label="pruned trial (last reported)")
+                ax.legend()
+            fig = figures.style_optuna(ax, f"{label}: {info.n_complete} completed, {len(pruned)} pruned trials", ylabel="validation AUC", xlabel="trial number", rename={"Best Value": "best so far", "validation AUC": "completed trial"})
             sec.files += d.save(f"{name}_history", fig)
             try:
                 ax = ovm.plot_param_importances(info.study, evaluator=FanovaImportanceEvaluator(seed=0))
@@ -917,7 +926,8 @@ def section_optuna(d: Loaded) -> Section:
                 sec.notes.append(f"{info.study.study_name}: no importances ({exc})")
     shown = sorted({s.storage for s in studies})
     sec.caption = (
-        "Per Optuna study: the validation AUC of each completed trial (dots) and the best so far (line), and fANOVA importances "
+        "Per Optuna study: the validation AUC of each completed trial (dots), the last reported value of each pruned trial (crosses) "
+        "and the best so far (line), and fANOVA importances "
         f"of the searched hyperparameters (seeded, needs two or more completed trials). From {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} in {', '.join(shown)}."
     )
     return sec
