@@ -871,6 +871,17 @@ def load_studies(storages: Sequence[tuple[str, str]], tasks: Sequence[str]) -> t
     return found, notes
 
 
+def pruned_points(study: Any) -> list[tuple[int, float]]:
+    """Return (trial number, last reported value) of each pruned trial that reported one."""
+    import optuna
+
+    return [
+        (t.number, t.intermediate_values[max(t.intermediate_values)])
+        for t in study.get_trials(deepcopy=False)
+        if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values
+    ]
+
+
 def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
@@ -905,11 +916,7 @@ def section_optuna(d: Loaded) -> Section:
             for artist in ax.collections:  # the trials' dots in the method's colour; optuna's best-value line stays
                 artist.set_color(colors.get(info.method, "0.3"))
             # optuna leaves pruned trials out; show where each stopped, so the budget spent is visible
-            pruned = [
-                (t.number, t.intermediate_values[max(t.intermediate_values)])
-                for t in info.study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values
-            ]
+            pruned = pruned_points(info.study)
             if pruned:
                 ax.scatter(*zip(*pruned), marker="x", color="0.45", s=25, zorder=3, label="pruned trial (last reported)")
                 ax.legend()

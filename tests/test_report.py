@@ -169,6 +169,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> d
     study = optuna.create_study(storage=f"sqlite:///{runs / 'optuna.db'}", study_name="breastmnist.ce.6trials.2epochs.0000", direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
     study.set_user_attr("definition", {"task": "breastmnist", "method": "ce"})
     study.optimize(lambda t: 0.9 - (math.log10(t.suggest_float("lr", 1e-4, 1e-2, log=True)) + 3) ** 2 / 20 - t.suggest_float("weight_decay", 0, 1e-3) * 10, n_trials=6)
+    pruned = study.ask()
+    pruned.suggest_float("lr", 1e-4, 1e-2, log=True), pruned.suggest_float("weight_decay", 0, 1e-3)
+    pruned.report(0.61, step=1)
+    pruned.report(0.55, step=2)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
     return {"runs": runs, "data": synthetic_root}
 
 
@@ -292,3 +297,12 @@ def test_report_on_real_prevalence(real_root: Path, handmade: dict, tmp_path: Pa
     out, _ = build_report(ReportOptions(runs=handmade["runs"], out=tmp_path / "rep", leaderboards=None, data_root=str(real_root)))
     index = (out / "index.md").read_text()
     assert "figures/split_prevalence.png" in index and "BreastMNIST, PneumoniaMNIST" in index
+
+
+def test_pruned_trials_are_drawn_at_their_last_reported_value(trained: dict) -> None:
+    import optuna
+
+    from benchmark.report import pruned_points
+
+    study = optuna.load_study(study_name="breastmnist.ce.6trials.2epochs.0000", storage=f"sqlite:///{trained['runs'] / 'optuna.db'}")
+    assert pruned_points(study) == [(6, 0.55)]
