@@ -720,7 +720,11 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def summarize(study: optuna.Study) -> dict[str, Any]:
-    """Return the study's summary: counts by state, the best trial and every trial's row."""
+    """Return the study's summary: counts by state, the best trial and a row per started trial.
+
+    Waiting trials (queued, such as trial 0's defaults before any worker ran it) are counted,
+    not listed: they have no run yet.
+    """
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     best = _best(study)
@@ -731,7 +735,7 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         "finished": counts["complete"] + counts["pruned"],
         "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params, "run_dir": best.user_attrs.get("run_dir")},
         "cost": cost([trial_record(t) for t in trials]),
-        "trials": [trial_record(t) for t in trials],
+        "trials": [trial_record(t) for t in trials if t.state != TrialState.WAITING],
     }
 
 

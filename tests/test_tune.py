@@ -264,6 +264,7 @@ def test_tune_finishes_the_budget_without_loading_the_test_split(tune_root: Path
 def test_timeout_stops_starting_trials(tune_root: Path, tmp_path: Path, load_calls: list, capsys: pytest.CaptureFixture[str]) -> None:
     summary = tune.tune(_spec(tune_root, tmp_path / "runs", trials=2, timeout=1e-9))
     assert summary["finished"] == 0 and summary["trials"] == [] and load_calls == []
+    assert summary["counts"]["waiting"] == 1  # trial 0 (the defaults) stays queued for the next worker
     assert "no trial completed" in capsys.readouterr().out
 
 
