@@ -28,7 +28,7 @@ def default_init(model: torch.nn.Module) -> torch.nn.Module:
     0.54 after 12 epochs; from the default init it reaches 0.89.
     """
     for module in model.modules():
-        if isinstance(module, (torch.nn.modules.conv._ConvNd, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm)):
+        if hasattr(module, "reset_parameters"):  # in this ResNet: the convs, BNs and the head
             module.reset_parameters()
     return model
 

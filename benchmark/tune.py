@@ -728,14 +728,15 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     best = _best(study)
+    rows = [trial_record(t) for t in trials if t.state != TrialState.WAITING]
     return {
         "study": study.study_name,
         "definition": study.user_attrs.get("definition"),
         "counts": counts,
         "finished": counts["complete"] + counts["pruned"],
         "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params, "run_dir": best.user_attrs.get("run_dir")},
-        "cost": cost([trial_record(t) for t in trials]),
-        "trials": [trial_record(t) for t in trials if t.state != TrialState.WAITING],
+        "cost": cost(rows),  # a waiting trial has no run, so no cost
+        "trials": rows,
     }
 
 
