@@ -18,6 +18,9 @@ from .methods import Method
 from .tasks import Task
 
 SHARED_PARAMS: dict[str, Param] = {**trainer.PARAMS, **data.PARAMS, **sampling.PARAMS, **augment.PARAMS, **splits.PARAMS, **controls.PARAMS}
+# settings added after runs were stored, hashed only when set away from their default, so the
+# run ids (and leaderboard entries) of earlier runs stay what they were
+HASHED_WHEN_SET = ("track_train",)
 
 
 def param_table(method: type[Method]) -> dict[str, Param]:
@@ -66,5 +69,6 @@ def resolve(task: Task, method: type[Method], overrides: Mapping[str, Any] | Non
 
 def config_hash(task: str, method: str, seed: int, config: Mapping[str, Any]) -> str:
     """Return a short, stable hash of what determines a run's result (not where or on what it ran)."""
-    blob = json.dumps({"task": task, "method": method, "seed": seed, "config": dict(config)}, sort_keys=True)
+    hashed = {k: v for k, v in config.items() if not (k in HASHED_WHEN_SET and v == SHARED_PARAMS[k].default)}
+    blob = json.dumps({"task": task, "method": method, "seed": seed, "config": hashed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

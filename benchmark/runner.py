@@ -83,6 +83,13 @@ def run_dir_for(spec: RunSpec, config: dict[str, Any]) -> Path:
     return root / spec.task / spec.method / config_hash(spec.task, spec.method, spec.seed, config)
 
 
+def gap(train_metrics: dict[str, float], val_metrics: dict[str, float]) -> float | None:
+    """Return train AUC minus validation AUC, or None when the training split was not evaluated (track_train=false)."""
+    if "auc" not in train_metrics or "auc" not in val_metrics:
+        return None
+    return train_metrics["auc"] - val_metrics["auc"]
+
+
 def positive_prior(labels: np.ndarray) -> np.ndarray:
     """Return the positive share of each label column, as float64."""
     return np.asarray(labels, dtype=np.float64).reshape(len(labels), -1).mean(axis=0)
@@ -179,7 +186,8 @@ def _fit_rows(
     average = build_average(config, model, config["epochs"], bn_batches)
     augment = build_augmenter(config, task.dims, seed)
     fitted = fit(
-        model, method, train, val, sampler, epochs or config["epochs"], callbacks=callbacks, augment=augment, precision=config["precision"], average=average, select=select
+        model, method, train, val, sampler, epochs or config["epochs"], callbacks=callbacks, augment=augment, precision=config["precision"], average=average, select=select,
+        track_train=config["track_train"],
     )
     model.load_state_dict(fitted.best_state)
     return model, fitted, predict(model, val, precision=config["precision"])
@@ -267,7 +275,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold],
         "stopped_early": any(f.fitted.stopped_early for f in fits),
         "val": val_metrics,
         "train": train_metrics,
-        "train_val_gap": train_metrics.get("auc", float("nan")) - val_metrics.get("auc", float("nan")),
+        "train_val_gap": gap(train_metrics, val_metrics),
         "val_digest": [f.digest for f in fits],
         "test": test_metrics,
         "reference": task.reference,
@@ -288,7 +296,7 @@ def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold],
                 "epochs_run": len(f.fitted.history),
                 "val": f.fitted.best_val,
                 "train": f.fitted.best_train,
-                "train_val_gap": f.fitted.best_train["auc"] - f.fitted.best_val["auc"],
+                "train_val_gap": gap(f.fitted.best_train, f.fitted.best_val),
             }
             for f in fits
         ]

@@ -26,6 +26,7 @@ PARAMS = {
     "precision": Choice("auto", "autocast precision: auto = bf16 on CUDA, fp32 on CPU (bit-faithful to the official protocol)", choices=("auto", "fp32", "bf16")),
     "compile": Bool(False, "torch.compile the model (costs a compile at start; see `bench throughput` for whether it pays)"),
     "memory_format": Choice("auto", "2D model memory format: auto = channels_last on CUDA, contiguous on CPU", choices=("auto", "channels_last", "contiguous")),
+    "track_train": Bool(True, "evaluate the un-augmented training split after every epoch (train AUC, the train-val gap); false skips that forward pass"),
 }
 
 
@@ -138,6 +139,7 @@ def fit(
     precision: str = "auto",
     average: WeightAverage | None = None,
     select: bool = True,
+    track_train: bool = True,
 ) -> FitResult:
     """Train `model` with `method` for `epochs`; return the epoch with the best validation AUC and its weights.
 
@@ -148,7 +150,8 @@ def fit(
     with `average`). With `average` (EMA, SWA) the averaged weights are the ones evaluated and
     kept, and only epochs it marks may be selected. With `select=False` (a refit whose
     validation rows are in the training data) the last selectable epoch is kept, whatever its
-    validation AUC.
+    validation AUC. With `track_train=False` the training split is not evaluated: records and
+    `best_train` hold no train metrics.
     """
     device = train.device
 
@@ -186,7 +189,7 @@ def fit(
         train_seconds += time.perf_counter() - started
         evaluated, averaged = average.evaluated(model, epoch) if average is not None else (model, True)
         val_metrics = metrics.evaluate(val.labels_np, predict(evaluated, val, precision=precision))
-        train_metrics = metrics.evaluate(train.labels_np, predict(evaluated, train, precision=precision))
+        train_metrics = metrics.evaluate(train.labels_np, predict(evaluated, train, precision=precision)) if track_train else {}
         method.on_epoch_end(epoch, val_metrics)
         # False in a pretraining stage or before an SWA window: validated, never selected
         selectable = method.selectable(epoch) and averaged

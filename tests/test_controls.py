@@ -163,6 +163,21 @@ def test_kept_weights_reproduce_the_reported_train_and_val_auc(control: dict, pl
         assert not all(torch.equal(averaged[k], raw[k]) for k in raw)
 
 
+def test_track_train_false_skips_the_training_split_pass(plain_run: tuple[dict, Path], synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluated_rows: list[int] = []
+    real = metrics.evaluate
+    monkeypatch.setattr(trainer, "metrics", SimpleNamespace(evaluate=lambda y, z: evaluated_rows.append(len(y)) or real(y, z)))
+    result, run_dir = run(_spec(synthetic_root, tmp_path / "n", epochs=2, track_train=False))
+    assert evaluated_rows == [32, 32]  # the validation split (32 rows) each epoch, never the training split (96)
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert all(not any(k.startswith("train/") for k in r) and "val/auc" in r for r in records)
+    assert result["train"] == {} and result["train_val_gap"] is None
+    # the pass only measures: the same seed trains the same weights, and the run id says which was asked
+    assert result["val"]["auc"] == pytest.approx(plain_run[0]["val"]["auc"]) and result["test"]["auc"] == pytest.approx(plain_run[0]["test"]["auc"])
+    assert result["config_hash"] != plain_run[0]["config_hash"]
+    assert main(["report", "--runs", str(tmp_path), "-o", str(tmp_path / "rep")]) == 0
+
+
 def test_early_stopping_run_stops_patience_epochs_after_the_best(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sequence = iter([0.9, 0.6, 0.95])
     real = metrics.evaluate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from benchmark import metrics
 from benchmark.cli import main
-from benchmark.config import resolve
+from benchmark.config import HASHED_WHEN_SET, config_hash, resolve
 from benchmark.errors import BenchError
 from benchmark.methods import METHODS
 from benchmark.models import build_model
@@ -261,3 +262,14 @@ def test_real_breastmnist_file_is_verified_and_trains(real_root: Path, tmp_path:
     assert data.labels("train").mean() == pytest.approx(0.731, abs=0.001)
     result, _ = run(RunSpec(task="breastmnist", method="ce", overrides={"epochs": 1}, data_root=str(real_root), out=str(tmp_path / "r"), device="cpu"))
     assert result["data_md5_verified"] is True and 0 <= result["test"]["auc"] <= 1
+
+
+def test_a_setting_added_later_keeps_earlier_run_ids_at_its_default() -> None:
+    task, ce = get_task("breastmnist"), METHODS.get("ce")
+    config = resolve(task, ce, {})
+    before = {k: v for k, v in config.items() if k not in HASHED_WHEN_SET}  # a config stored before the settings existed
+    blob = json.dumps({"task": "breastmnist", "method": "ce", "seed": 0, "config": before}, sort_keys=True)
+    assert config_hash("breastmnist", "ce", 0, config) == hashlib.sha256(blob.encode()).hexdigest()[:12]
+    for key in HASHED_WHEN_SET:
+        changed = resolve(task, ce, {key: str(not config[key]).lower()})
+        assert config_hash("breastmnist", "ce", 0, changed) != config_hash("breastmnist", "ce", 0, config)

@@ -78,7 +78,16 @@ def test_throughput_cli_2d_whole_epoch(tiny_root: Path, tmp_path: Path, capsys: 
     assert result["reference"]["train_eval_pass_measured"]
     assert all("train_eval_seconds" in w for w in result["reference"]["windows"])
     assert all(w["train_images"] == 96 for w in result["harness"]["windows"] + result["reference"]["windows"])
-    assert result["config"] == {"precision": "auto", "memory_format": "auto", "compile": False, "batch_size": 128, "as_rgb": False}
+    assert result["config"] == {"precision": "auto", "memory_format": "auto", "compile": False, "track_train": True, "batch_size": 128, "as_rgb": False}
+    assert "track_train true" in printed
+
+
+def test_throughput_without_train_tracking_says_so(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _run_cli(tiny_root, tmp_path / "t.json", "breastmnist", "--steps", "1", "--set", "track_train=false")
+    printed = capsys.readouterr().out
+    _check_sane(result, n_train=96, n_val=32, repeats=2)
+    assert result["config"]["track_train"] is False
+    assert "track_train false" in printed and "like for like with track_train=false" in printed
 
 
 def test_throughput_cli_partial_epoch_multilabel_settings(tiny_root: Path, tmp_path: Path) -> None:
