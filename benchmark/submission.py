@@ -394,16 +394,14 @@ def evaluate(submission: Submission, *, data_root: str | None = None, device: st
     from .data import DeviceSplit
     from .runner import resolve_device, seed_everything
     from .tasks import load_arrays
-    from .trainer import predict
+    from .trainer import predict, prepare_model
 
     task = submission.task
     torch_device = resolve_device(device)
     seed_everything(0)
     model = build_model(submission.manifest["architecture"], submission.manifest["in_channels"], task.n_labels)
     model.load_state_dict(submission.state, strict=True)
-    model = model.to(torch_device)
-    if torch_device.type == "cuda" and task.dims == 2:
-        model = model.to(memory_format=torch.channels_last)
+    model = prepare_model(model, torch_device, task.dims)  # the layout a run of this task gets, so logits match it
     data = load_arrays(task, data_root, verify_md5=verify_md5, splits=("test",))
     test = DeviceSplit(data.images("test"), data.labels("test"), torch_device, as_rgb=submission.as_rgb)
     try:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from benchmark import metrics, reference_pipeline
+from benchmark import metrics, reference_pipeline, trainer
 from benchmark.cli import main
 from benchmark.config import resolve
 from benchmark.data import DeviceSplit
@@ -231,10 +232,23 @@ def test_prepare_model_compile_keeps_state_dict_keys() -> None:
     assert not any(k.startswith("_orig_mod") for k in compiled.state_dict())
 
 
-@pytest.mark.parametrize(("memory_format", "dims", "expected"), [("auto", 2, False), ("channels_last", 2, True), ("contiguous", 2, False), ("channels_last", 3, False)])
+@pytest.mark.parametrize(
+    ("memory_format", "dims", "expected"),
+    [("auto", 2, True), ("channels_last", 2, True), ("contiguous", 2, False), ("auto", 3, True), ("channels_last", 3, True), ("contiguous", 3, False)],
+)
 def test_prepare_model_memory_format_on_cpu(memory_format: str, dims: int, expected: bool) -> None:
     model = prepare_model(build_model("resnet18_28" if dims == 2 else "resnet18_3d", 1, 1), torch.device("cpu"), dims, memory_format=memory_format)
     weight = model.layer1[0].conv1.weight  # 64 input channels: the two layouts differ
     assert weight.is_contiguous() != expected
-    if dims == 2:
-        assert weight.is_contiguous(memory_format=torch.channels_last) == expected
+    layout = torch.channels_last if dims == 2 else torch.channels_last_3d
+    assert weight.is_contiguous(memory_format=layout) == expected
+
+
+def test_auto_memory_format_keeps_3d_contiguous_on_cuda_only() -> None:
+    assert trainer.channels_last("auto", torch.device("cuda"), 2) and not trainer.channels_last("auto", torch.device("cuda"), 3)
+    assert trainer.channels_last("auto", torch.device("cpu"), 3) and not trainer.channels_last("contiguous", torch.device("cpu"), 2)
+
+
+@pytest.mark.parametrize(("dims", "device", "expected"), [(2, "cpu", 128), (3, "cpu", 16), (2, "cuda", 1024), (3, "cuda", 128)])
+def test_eval_batch_size_is_smaller_on_cpu(dims: int, device: str, expected: int) -> None:
+    assert trainer.eval_batch_size(SimpleNamespace(dims=dims, device=torch.device(device))) == expected

@@ -41,8 +41,9 @@ class DeviceSplit:
         self.labels_np = np.asarray(labels)
         self.as_rgb = as_rgb
         self.dims = images.ndim - 1
-        # channels-last pays off only for 2D convs on CUDA
-        self.channels_last = self.device.type == "cuda" and self.dims == 2
+        # 2D batches channels-last, like 2D models under memory_format=auto (trainer.channels_last);
+        # a 1-channel batch is laid out the same either way, so this only moves as_rgb batches
+        self.channels_last = self.dims == 2
 
     def __len__(self) -> int:
         return self.images.shape[0]
