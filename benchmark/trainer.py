@@ -23,7 +23,7 @@ from .methods.base import Method, StepContext
 
 PARAMS = {
     "epochs": Int(100, "training epochs (official: 100; the learning rate decays at 50 % and 75 %)", minimum=1),
-    "precision": Choice("auto", "autocast precision: auto = bf16 on CUDA, fp32 on CPU (bit-faithful to the official protocol)", choices=("auto", "fp32", "bf16")),
+    "precision": Choice("auto", "autocast precision: auto = bf16 on CUDA, fp32 on CPU (the official protocol's float32)", choices=("auto", "fp32", "bf16")),
     "compile": Bool(False, "torch.compile the model (costs a compile at start; see `bench throughput` for whether it pays)"),
     "memory_format": Choice("auto", "model memory format: auto = channels-last for 2D models, and for 3D models on CPU (3D on CUDA: contiguous)", choices=("auto", "channels_last", "contiguous")),
     "track_train": Bool(True, "evaluate the un-augmented training split after every epoch (train AUC, the train-val gap); false skips that forward pass"),
@@ -75,7 +75,7 @@ class FitResult:
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager[Any]:
     """Return the autocast context for `precision` on `device`: bf16 autocast, or a no-op for fp32.
 
-    "auto" is bf16 on CUDA and fp32 elsewhere, so CPU runs stay in float32 (bit-faithful to the
+    "auto" is bf16 on CUDA and fp32 elsewhere, so CPU runs stay in float32 (as the
     official protocol) unless bf16 is asked for (much faster on CPUs with native bf16, e.g. avx512_bf16).
     """
     device = torch.device(device)
