@@ -254,7 +254,10 @@ def test_pdsca_step_matches_a_hand_computed_update() -> None:
     method.on_epoch_start(1)
     method.train_step(s1, ctx)
     assert calls == [1]  # the outer gradient used a second, independent batch
-    assert torch.allclose(model.weight.reshape(-1), expected[0]) and torch.allclose(model.bias, expected[1])
+    iterate_w, iterate_c = method.iterate
+    assert torch.allclose(iterate_w.reshape(-1), expected[0]) and torch.allclose(iterate_c, expected[1])
+    # the model carries u_k, the point the AUC objective was evaluated at, not the iterate
+    assert torch.allclose(model.weight.reshape(-1), uw) and torch.allclose(model.bias, uc)
     assert torch.allclose(method.criterion.a, expected[2].double()) and torch.allclose(method.criterion.b, expected[3].double())
     # dual step eta2 = lr / (2 p (1 - p)) (dual_scaling, the default)
     assert method.criterion.alpha.item() == pytest.approx(max(0.0, alpha0 + lr * g_alpha.item() / (2 * p * (1 - p))), rel=1e-10)

@@ -47,7 +47,11 @@ class CompositionalAUC(AUCMethod):
     step on alpha with the AUC-M alpha-gradient at u_k on S1 u S2, projected to alpha >= 0
     (the dual step eta2 is lr / (2 p (1 - p)) with `dual_scaling`, else lr).
     First-order: the Hessian term of grad h is dropped (the paper's practical implementation).
-    The weights validated and kept are v = (w, a, b), the algorithm's iterate. The inner step
+    The model's parameters hold u_k, the estimate of h(w) = w - theta grad L_CE(w): the network
+    the AUC objective is applied to, and the one validated and kept. The iterate w lives in
+    its own tensors (`iterate`). Keeping w itself failed: on real BreastMNIST the AUC loss at
+    u_k went to ~0 while w's own train AUC fell to 0.64 (w only has to be one CE step away from
+    a good model; see the issue 3 note). The inner step
     size theta defines the objective and does not decay; lr decays x0.1 at 50 % and 75 % with a
     reference-point reset, as PESG.
     """
@@ -71,9 +75,10 @@ class CompositionalAUC(AUCMethod):
     def configure(self) -> None:
         self.criterion = MinMaxAUCLoss(self.prior(), self.config["margin"])
         self.weights = list(self.model.parameters())
+        self.iterate = [p.detach().clone() for p in self.weights]
         self.aux = [self.criterion.a, self.criterion.b]
         self.optimizer = PDSCA(
-            [*(p.data for p in self.weights), *(t.data for t in self.aux)],
+            [*self.iterate, *(t.data for t in self.aux)],
             [self.criterion.alpha.data],
             lr=self.config["lr"],
             inner_lr=self.config["inner_lr"],
@@ -95,7 +100,7 @@ class CompositionalAUC(AUCMethod):
         s1, s2 = batch, ctx.next_batch()
         n_w = len(self.weights)
         # inner steps: u_j <- (1 - beta0) u_j + beta0 (point - theta grad L_CE(point; S1)); point_1 = v
-        point = [p.detach() for p in self.weights] + [t.detach() for t in self.aux]
+        point = [*self.iterate, *(t.detach() for t in self.aux)]
         for j in range(len(self.optimizer.u)):
             with evaluated_at(self.weights, point[:n_w]):
                 grads = torch.autograd.grad(self.ce_loss(ctx.forward(s1.x), s1.y), self.weights)
@@ -121,6 +126,9 @@ class CompositionalAUC(AUCMethod):
         if self.config["dual_scaling"]:  # the paper's separate dual step eta2, per label: eta / (2 p (1 - p))
             alpha_grad = alpha_grad * self.criterion.dual_preconditioner()
         self.optimizer.step(outer, [alpha_grad])
+        with torch.no_grad():  # the model carries the composed point u_k (the AUC objective's network)
+            for p, u in zip(self.weights, point[:n_w]):
+                p.copy_(u)
         for t in (*self.weights, a, b, alpha):
             t.grad = None
         return loss.detach()
