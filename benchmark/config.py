@@ -14,13 +14,10 @@ from . import controls, data, trainer
 from .data import augment, sampling, splits
 from .errors import BenchError
 from .hparams import Param
-from .methods import Method
+from .methods import METHODS, Method
 from .tasks import Task
 
 SHARED_PARAMS: dict[str, Param] = {**trainer.PARAMS, **data.PARAMS, **sampling.PARAMS, **augment.PARAMS, **splits.PARAMS, **controls.PARAMS}
-# settings added after runs were stored, hashed only when set away from their default, so the
-# run ids (and leaderboard entries) of earlier runs stay what they were
-HASHED_WHEN_SET = ("track_train",)
 
 
 def param_table(method: type[Method]) -> dict[str, Param]:
@@ -69,6 +66,7 @@ def resolve(task: Task, method: type[Method], overrides: Mapping[str, Any] | Non
 
 def config_hash(task: str, method: str, seed: int, config: Mapping[str, Any]) -> str:
     """Return a short, stable hash of what determines a run's result (not where or on what it ran)."""
-    hashed = {k: v for k, v in config.items() if not (k in HASHED_WHEN_SET and v == SHARED_PARAMS[k].default)}
+    table = param_table(METHODS.get(method)) if method in METHODS else SHARED_PARAMS
+    hashed = {k: v for k, v in config.items() if k not in table or table[k].hash_at_default or v != table[k].default}
     blob = json.dumps({"task": task, "method": method, "seed": seed, "config": hashed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

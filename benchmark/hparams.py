@@ -21,6 +21,9 @@ class Param:
 
     default: Any
     help: str = ""
+    # False for a setting added after runs were stored: the run id hashes it only when it is set
+    # away from its default, so the ids (and leaderboard entries) of earlier runs stay valid
+    hash_at_default: bool = field(default=True, kw_only=True)
 
     def parse(self, text: str) -> Any:
         """Return `text` (from `--set key=text`) converted and validated."""

@@ -320,7 +320,7 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 def describe(result: dict[str, Any]) -> str:
     """Return the lines printed above the table: what ran, how it was timed."""
     cfg = result["config"]
-    tracked = cfg.get("track_train", True)
+    tracked = cfg["track_train"]
     train_pass = "harness: train AUC for the gap; " if tracked else "harness: none, track_train=false; "
     like = "" if tracked else " (like for like with track_train=false)"
     unit = "volumes" if result["architecture"].endswith("3d") else "images"
