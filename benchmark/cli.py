@@ -57,6 +57,11 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(value: Any) -> str:
+    """Return a default as `bench methods` prints it (floats to 4 significant digits: 1/300 is 0.003333)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .config import SHARED_PARAMS
     from .methods import METHODS
@@ -65,12 +70,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
         cls = METHODS.get(name)
         print(f"{name}: {cls.summary}")
         for key, param in cls.PARAMS.items():
-            print(f"    {key:<16} default {param.default!s:<10} search {param.describe_space():<22} {param.help}")
+            print(f"    {key:<16} default {_shown(param.default):<10} search {param.describe_space():<22} {param.help}")
         for key, value in cls.DEFAULTS.items():
-            print(f"    {key:<16} default {value!s:<10} (sets the shared setting)")
+            print(f"    {key:<16} default {_shown(value):<10} (sets the shared setting)")
     print("\nshared settings (every method):")
     for key, param in SHARED_PARAMS.items():
-        print(f"    {key:<16} default {param.default!s:<10} search {param.describe_space():<22} {param.help}")
+        print(f"    {key:<16} default {_shown(param.default):<10} search {param.describe_space():<22} {param.help}")
     print("\nTask cards may change shared defaults (batch_size is 32 on the 3D tasks). Set any key with --set key=value.")
     return 0
 
@@ -199,7 +204,7 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     )
     result = measure(spec)
     print(describe(result) + "\n")
-    print_table(table_rows(result), ["pipeline", "train img/s", "eval img/s", "epoch s", "epoch s (train+val)"])
+    print_table(table_rows(result), ["pipeline", "train img/s", "eval img/s", "epoch s", "epoch s (train+val)", "train TFLOP/s", "of peak"])
     if json_path is not None:
         write_json(json_path, result)
         print(f"\nwrote {json_path}")

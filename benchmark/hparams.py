@@ -52,12 +52,17 @@ class Param:
 
 @dataclass(frozen=True)
 class Float(Param):
-    """A real number in [minimum, maximum], searched over `search` (log scale if `log`)."""
+    """A real number in [minimum, maximum], searched over `search` (log scale if `log`) or over the values of `grid`.
+
+    A `grid` is a paper's tuning grid: the study draws one of its values (categorical), while
+    `--set` still takes any number in range.
+    """
 
     search: tuple[float, float] | None = None
     log: bool = False
     minimum: float = -math.inf
     maximum: float = math.inf
+    grid: tuple[float, ...] | None = None
 
     def parse(self, text: str) -> float:
         try:
@@ -75,17 +80,23 @@ class Float(Param):
         return value
 
     def searchable(self) -> bool:
-        return self.search is not None
+        return self.search is not None or bool(self.grid)
 
     def in_space(self, value: Any) -> bool:
+        if self.grid:
+            return value in self.grid
         return self.search is not None and self.search[0] <= value <= self.search[1]
 
     def suggest(self, trial: Any, name: str) -> float:
+        if self.grid:
+            return float(trial.suggest_categorical(name, list(self.grid)))
         if self.search is None:
             return super().suggest(trial, name)
         return trial.suggest_float(name, self.search[0], self.search[1], log=self.log)
 
     def describe_space(self) -> str:
+        if self.grid:
+            return "{" + ", ".join(f"{v:.4g}" for v in self.grid) + "}"
         if self.search is None:
             return "-"
         return f"[{self.search[0]:g}, {self.search[1]:g}]" + (" log" if self.log else "")
