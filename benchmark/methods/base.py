@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..data import Batch
-from ..hparams import Param
+from ..hparams import Float, Param
 from ..registry import Registry
 
 
@@ -117,6 +117,20 @@ def check_targets(logits: torch.Tensor, targets: torch.Tensor, n_labels: int, lo
         raise ValueError(
             f"{loss}: expected logits and targets of shape (batch, {n_labels}), got {tuple(logits.shape)} and {tuple(targets.shape)}"
         )
+
+
+# LibAUC's PDSCA and SOTAs clamp every gradient element to [-clip_value, clip_value] (default 1.0)
+# before the update; the methods whose authors' optimizer does so declare this parameter
+GRAD_CLIP = {
+    "grad_clip": Float(1.0, "clamp each gradient element to [-c, c] before the update, as the authors' optimizer (LibAUC clip_value); 0 = off", minimum=0.0),
+}
+
+
+def clamp_grads(grads: list[torch.Tensor | None], clip: float) -> list[torch.Tensor | None]:
+    """Return the gradients clamped element-wise to [-clip, clip] (unchanged when clip is 0)."""
+    if not clip:
+        return grads
+    return [None if g is None else g.clamp(-clip, clip) for g in grads]
 
 
 def decay_milestones(epochs: int) -> list[int]:

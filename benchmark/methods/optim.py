@@ -120,18 +120,21 @@ class PDSCA:
     """Primal-dual stochastic compositional adaptive method (Yuan et al., ICLR 2022, Algorithm 1), h_t = 1.
 
     State for the compositional objective min_v max_alpha Phi(h(v), alpha), h(v) = (w - theta
-    grad L_CE(w), a, b), over primal v = (w, a, b) and dual alpha:
+    grad L_CE(w), a, b), over primal v = (w, a, b) and dual alpha. The first `n_inner` primal
+    tensors are the network's w; the rest (a, b) take no CE step:
 
-        u_j   = (1 - beta0) u_j + beta0 h(point_j)      inner moving averages, j = 1..k (step 5;
-                                                         point_1 = v, point_j = u_{j-1}: k inner steps)
-        z     = (1 - beta1) z + beta1 (O + weight_decay v + epoch_decay (v - v_ref))   (step 7)
-        v     = v - lr z                                 (step 9 with h_t = 1: no adaptive scaling)
-        alpha = [alpha + lr grad_alpha Phi(u_k, alpha; S1 u S2)]_+                  (step 10)
+        u_j   = (1 - beta0) u_j + beta0 (point_j - theta g_j)   inner moving averages of w, j = 1..k
+                                                               (step 5; point_1 = w, point_j = u_{j-1})
+        s     = u_k for w with `start` (the authors' code), w itself without (step 9 as written);
+                a, b start from themselves
+        z     = (1 - beta1) z + beta1 (O + weight_decay s + epoch_decay (s - v_ref))   (step 7)
+        v     = s - lr z                                        (step 9, h_t = 1: no adaptive scaling)
+        alpha = [alpha + lr grad_alpha Phi(u_k, alpha; S1 u S2)]_+                     (step 10)
 
     O is the AUC gradient at u_k on a second, independent batch, first-order (the Hessian term of
     grad h is dropped, as the paper's practical implementation does). The caller computes the
     gradients with its model; this class only keeps u, z and v_ref and applies the updates.
-    The primal starts as u_j = v_0 and z = 0.
+    The state starts as u_j = w_0 and z = 0 (LibAUC starts u and z at their first values).
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class PDSCA:
         primal: list[torch.Tensor],
         dual: list[torch.Tensor],
         *,
+        n_inner: int | None = None,
         lr: float,
         inner_lr: float,
         inner_steps: int,
@@ -149,31 +153,39 @@ class PDSCA:
         project: bool = True,
     ) -> None:
         self.primal, self.dual = primal, dual
+        self.n_inner = len(primal) if n_inner is None else n_inner
         self.lr, self.inner_lr = lr, inner_lr
         self.beta0, self.beta1 = beta0, beta1
         self.weight_decay, self.epoch_decay, self.project = weight_decay, epoch_decay, project
-        self.u = [[p.detach().clone() for p in primal] for _ in range(inner_steps)]
+        self.u = [[p.detach().clone() for p in primal[: self.n_inner]] for _ in range(inner_steps)]
         self.z = [torch.zeros_like(p) for p in primal]
         self.regularizer = EpochRegularizer(primal)
 
     @torch.no_grad()
     def inner(self, j: int, point: list[torch.Tensor], grads: list[torch.Tensor | None]) -> list[torch.Tensor]:
-        """Update and return u_j from one CE gradient step at `point` (None = no CE gradient, e.g. a, b)."""
+        """Update and return u_j from one CE gradient step at `point` (None = no CE gradient for that tensor)."""
         for u, x, g in zip(self.u[j], point, grads):
             h = x if g is None else x - self.inner_lr * g
             u.mul_(1 - self.beta0).add_(h, alpha=self.beta0)
         return self.u[j]
 
     @torch.no_grad()
-    def step(self, outer: list[torch.Tensor | None], dual_grads: list[torch.Tensor]) -> None:
-        """Apply the momentum step on v with the outer gradients at u_k, and the ascent step on alpha."""
-        for v, z, r, g in zip(self.primal, self.z, self.regularizer.ref, outer):
+    def step(self, outer: list[torch.Tensor | None], dual_grads: list[torch.Tensor], start: list[torch.Tensor] | None = None) -> None:
+        """Apply the momentum step on v with the outer gradients at u_k, and the ascent step on alpha.
+
+        `start` (u_k, one tensor per network weight) makes the step v = u_k - lr z (the authors'
+        code); without it v = v - lr z (Algorithm 1's step 9 as written).
+        """
+        for i, (v, z, r, g) in enumerate(zip(self.primal, self.z, self.regularizer.ref, outer)):
+            s = start[i] if start is not None and i < self.n_inner else v
             d = torch.zeros_like(v) if g is None else g.clone()
             if self.weight_decay:
-                d.add_(v, alpha=self.weight_decay)
+                d.add_(s, alpha=self.weight_decay)
             if self.epoch_decay:
-                d.add_(v - r, alpha=self.epoch_decay)
+                d.add_(s - r, alpha=self.epoch_decay)
             z.mul_(1 - self.beta1).add_(d, alpha=self.beta1)
+            if s is not v:
+                v.copy_(s)
             v.sub_(z, alpha=self.lr)
         for alpha, g in zip(self.dual, dual_grads):
             alpha.add_(g, alpha=self.lr)
