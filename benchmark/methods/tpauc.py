@@ -14,7 +14,7 @@ import torch
 from ..data import Batch
 from ..hparams import Choice, Float
 from .auc_base import PRETRAIN_PARAMS, AUC_DEFAULTS, AUCMethod
-from .base import StepContext, check_targets, decay_milestones, register
+from .base import GRAD_CLIP, StepContext, check_targets, decay_milestones, register
 
 
 class TwoWayPartialAUCKL(torch.nn.Module):
@@ -89,7 +89,7 @@ class TwoWayPartialAUCKL(torch.nn.Module):
 
 @register("tpauc")
 class TwoWayPartialAUC(AUCMethod):
-    """tpAUC KL-DRO loss with SOTA-s (Adam mode by default), as LibAUC's tutorial."""
+    """tpAUC KL-DRO loss with SOTA-s (Adam mode by default), as LibAUC's tutorial; gradients clamped to [-1, 1] as its SOTAs."""
 
     summary = "two-way partial AUC, KL-DRO loss + SOTA-s (Zhu et al. ICML 2022); reports pAUC(0.3, 0.7)"
     PARAMS = {
@@ -102,6 +102,7 @@ class TwoWayPartialAUC(AUCMethod):
         "gamma0": Float(0.5, "moving-average weight of the per-positive estimate u", search=(0.1, 0.9), minimum=0.0, maximum=1.0),
         "gamma1": Float(0.5, "moving-average weight of the outer estimate v", search=(0.1, 0.9), minimum=0.0, maximum=1.0),
         "margin": Float(1.0, "margin m of the squared hinge surrogate", search=(0.5, 1.0), minimum=0.0),
+        **GRAD_CLIP,
         **PRETRAIN_PARAMS,
     }
     DEFAULTS = {**AUC_DEFAULTS, "batch_size": 64}
@@ -122,6 +123,8 @@ class TwoWayPartialAUC(AUCMethod):
         surrogate, objective = self.criterion(torch.sigmoid(ctx.forward(batch.x)), batch.y, batch.index)
         self.optimizer.zero_grad(set_to_none=True)
         surrogate.backward()
+        if self.config["grad_clip"]:  # LibAUC's SOTAs clamps before weight decay and the Adam moments
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), self.config["grad_clip"])
         self.optimizer.step()
         return objective
 
