@@ -39,10 +39,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def overrides_for(method: str, flag: str, epochs: int = 2) -> dict[str, Any]:
-    out: dict[str, Any] = {"epochs": epochs, "batch_size": TINY[flag][1]}
-    if method == "alm":
-        out["pretrain_epochs"] = 1  # ALM starts from F pretrained (default 50 epochs)
-    return out
+    return {"epochs": epochs, "batch_size": TINY[flag][1]}  # alm: F alone for epoch 1 (half of the epochs)
 
 
 def test_methods_registry_lists_every_method() -> None:
@@ -130,7 +127,7 @@ def test_trainer_never_selects_a_pretraining_epoch(monkeypatch: pytest.MonkeyPat
 
 def alm_method(epochs: int = 6, pretrain: int = 2, **overrides: Any) -> Method:
     cls = METHODS.get("alm")
-    config = {**{k: p.default for k, p in cls.PARAMS.items()}, "pretrain_epochs": pretrain, **overrides}
+    config = {**{k: p.default for k, p in cls.PARAMS.items()}, "pretrain_fraction": pretrain / epochs, **overrides}
     info = TrainInfo(n_train=8, n_labels=1, multilabel=False, prior=np.array([0.5]), epochs=epochs, steps_per_epoch=1,
                      device=torch.device("cpu"), train_labels=np.zeros((8, 1)))
     return cls(config, torch.nn.Linear(4, 1), info)
@@ -179,9 +176,45 @@ def test_alm_constraint_only_after_pretraining_and_lambdas_persist() -> None:
     assert (method.constraint.lambdas[[0, 2, 4], 0] > first[[0, 2, 4]]).all()  # kept across steps and grown
 
 
-def test_alm_refuses_a_pretraining_longer_than_the_run() -> None:
-    with pytest.raises(BenchError, match="pretrain_epochs"):
-        alm_method(epochs=3, pretrain=3)
+@pytest.mark.parametrize(("epochs", "fraction"), [(3, 1.0), (3, 0.0), (1, 0.5)])
+def test_alm_refuses_a_run_without_both_stages(epochs: int, fraction: float) -> None:
+    with pytest.raises(BenchError, match="alm needs"):
+        alm_method(epochs=epochs, pretrain_fraction=fraction)
+
+
+@pytest.mark.parametrize(("epochs", "expected"), [(100, 50), (4, 2), (3, 2), (2, 1), (20, 10)])
+def test_alm_pretraining_is_a_share_of_any_budget(epochs: int, expected: int) -> None:
+    method = alm_method(epochs=epochs, pretrain_fraction=0.5)
+    assert method.pretrain_epochs == expected
+    assert [method.selectable(e) for e in (expected, expected + 1)] == [False, True]
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
+def test_alm_constrained_stage_restarts_fs_schedule() -> None:
+    # 8 epochs: F alone for 4 (decays after 2 and 3), then F + constraint for 4 starting again at lr 1e-3
+    method = alm_method(epochs=8, pretrain=4, lr=1e-3)
+    lrs = []
+    for epoch in range(1, 9):
+        method.on_epoch_start(epoch)
+        lrs.append(method.optimizer.param_groups[0]["lr"])
+        method.on_epoch_end(epoch, {"auc": 0.5})
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5, 1e-3, 1e-3, 1e-4, 1e-5])
+    assert method.current_lr() == pytest.approx(1e-5)
+
+
+def test_alm_draws_batches_as_its_base_method() -> None:
+    task = get_task("breastmnist")
+    from benchmark.config import resolve
+
+    assert resolve(task, METHODS.get("alm"))["sampling_rate"] == resolve(task, METHODS.get("ce"))["sampling_rate"] == 0.0
+    assert resolve(task, METHODS.get("aucm"))["sampling_rate"] == 0.5
+
+
+def test_alm_runs_at_a_short_budget(tiny_root: Path, tmp_path: Path) -> None:
+    assert main(["run", "--task", "breastmnist", "--method", "alm", "--epochs", "4", "--set", "batch_size=8", "--quiet",
+                 "--data-root", str(tiny_root), "--no-verify", "--device", "cpu", "--out", str(tmp_path / "alm")]) == 0
+    records = read_jsonl(tmp_path / "alm" / "metrics.jsonl")
+    assert [r["lr"] for r in records] == pytest.approx([1e-3, 1e-4, 1e-3, 1e-4])  # F's stage, then its restart
 
 
 def test_runner_hands_the_sampling_distributions_prior_to_the_method(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,12 +241,12 @@ def test_cli_lists_the_methods_with_their_hyperparameters(capsys: pytest.Capture
     out = capsys.readouterr().out
     for name in EXPECTED:
         assert f"\n{name}: " in f"\n{out}"
-    for key in ("epoch_decay", "inner_steps", "Lambda", "mu0", "pretrain_epochs", "sampling_rate", "gamma"):
+    for key in ("epoch_decay", "inner_steps", "Lambda", "mu0", "pretrain_fraction", "pretrain_epochs", "sampling_rate", "gamma", "bsn", "primal_from", "grad_clip"):
         assert key in out
 
 
 def test_every_tunable_method_parameter_has_a_search_range() -> None:
-    fixed = {"momentum", "optimizer", "base", "pretrain", "pretrain_epochs", "mu_max", "dual_scaling"}
+    fixed = {"momentum", "optimizer", "base", "pretrain", "pretrain_epochs", "pretrain_fraction", "mu_max", "dual_scaling", "bsn", "primal_from", "grad_clip"}
     for name in METHODS:
         for key, param in METHODS.get(name).PARAMS.items():
             assert param.searchable() or key in fixed, f"{name}.{key} has no search range"
@@ -236,7 +269,7 @@ def real_subset(source: Path, root: Path, per_split: dict[str, tuple[int, int]])
 @pytest.mark.parametrize("flag", ["breastmnist", "pneumoniamnist", "adrenalmnist3d"])
 @pytest.mark.parametrize("method", EXPECTED)
 def test_every_method_runs_on_the_real_files(method: str, flag: str, real_root: Path, tmp_path: Path) -> None:
-    overrides: dict[str, Any] = {"epochs": 2, **({"pretrain_epochs": 1} if method == "alm" else {})}
+    overrides: dict[str, Any] = {"epochs": 2}
     root, verify = real_root, True
     if get_task(flag).dims == 3 and not torch.cuda.is_available():
         # two full-file 3D epochs cost about half an hour per method on a 2-core CPU: there, the
