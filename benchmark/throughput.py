@@ -45,6 +45,7 @@ import torch
 
 from . import metrics, reference_pipeline
 from .config import resolve
+from .flops import matmul_peak_flops, training_flops_per_image
 from .data import DeviceSplit, ShuffleSampler
 from .errors import BenchError
 from .methods import METHODS, TrainInfo
@@ -214,6 +215,11 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
                 samples[name].append(sample)
     wall = time.perf_counter() - started_all
 
+    # how close to the limit: the model's training FLOPs per image times the images per second,
+    # against a large matmul of the same precision timed here, after the pipelines' rounds
+    flops_per_image = training_flops_per_image(model, train.batch(torch.arange(min(batch_size, len(train)))).x, config["precision"])
+    peak = matmul_peak_flops(device, config["precision"])
+
     n_train, n_val = len(train), len(val)
     h, ref = samples["harness"], samples["reference"]
     h_train_rate = _median([s["train_images"] / s["train_seconds"] for s in h])
@@ -250,8 +256,13 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
         "load_average_after": list(os.getloadavg()),
         "wall_seconds": wall,
         "note": LOAD_NOTE,
+        "train_flops_per_image": flops_per_image,
+        "matmul_peak_flops": peak,
+        "matmul_precision": "bf16" if config["precision"] == "bf16" or (config["precision"] == "auto" and device.type == "cuda") else "fp32",
         "harness": {
             "train_images_per_second": h_train_rate,
+            "train_flops": flops_per_image * h_train_rate,
+            "fraction_of_peak": flops_per_image * h_train_rate / peak,
             "eval_images_per_second": h_eval_rate,
             "epoch_end_seconds": h_epoch_end,
             "epoch_seconds": h_epoch,
@@ -260,6 +271,7 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
         },
         "reference": {
             "train_images_per_second": r_train_rate,
+            "train_flops": flops_per_image * r_train_rate,
             "eval_images_per_second": r_eval_rate,
             "val_pass_seconds": r_val_pass,
             "train_eval_pass_seconds": r_train_pass,
@@ -299,6 +311,8 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "eval img/s": h["eval_images_per_second"],
             "epoch s": h["epoch_seconds"],
             "epoch s (train+val)": h["epoch_seconds"],
+            "train TFLOP/s": h["train_flops"] / 1e12,
+            "of peak": h["fraction_of_peak"],
         },
         {
             "pipeline": "reference (official)",
@@ -306,6 +320,8 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "eval img/s": r["eval_images_per_second"],
             "epoch s": r["epoch_seconds"],
             "epoch s (train+val)": r["epoch_seconds_train_val"],
+            "train TFLOP/s": r["train_flops"] / 1e12,
+            "of peak": None,  # fp32; the peak was timed in the harness's precision
         },
         {
             "pipeline": "speedup (x)",
@@ -313,6 +329,8 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "eval img/s": result["eval_speedup"],
             "epoch s": result["epoch_speedup"],
             "epoch s (train+val)": result["epoch_speedup_train_val"],
+            "train TFLOP/s": None,
+            "of peak": None,
         },
     ]
 
@@ -337,5 +355,8 @@ def describe(result: dict[str, Any]) -> str:
         f"the (train+val) column drops the reference's training-split pass only{like}.\n"
         f"Process CPU seconds per window: harness (training + validation{' + training-split pass' if tracked else ''}) {result['harness']['window_cpu_seconds']:.2f}, "
         f"reference (training + validation pass) {result['reference']['window_cpu_seconds']:.2f}.\n"
+        f"Model training FLOPs (forward + backward, torch.utils.flop_counter): {result['train_flops_per_image'] / 1e9:.3f} GFLOP per image; "
+        f"'of peak' is achieved training FLOP/s over a {result['matmul_precision']} matmul timed here "
+        f"({result['matmul_peak_flops'] / 1e12:.3f} TFLOP/s). The reference trains in fp32 whatever the harness precision.\n"
         f"{result['note']}"
     )

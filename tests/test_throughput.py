@@ -67,6 +67,11 @@ def _check_sane(result: dict, n_train: int, n_val: int, repeats: int) -> None:
     assert result["epoch_speedup"] == pytest.approx(r["epoch_seconds"] / h["epoch_seconds"])
     assert result["epoch_speedup_train_val"] == pytest.approx(r["epoch_seconds_train_val"] / h["epoch_seconds"])
     assert result["train_speedup"] == pytest.approx(h["train_images_per_second"] / r["train_images_per_second"])
+    # how close to the limit: model FLOPs per image x images per second, over the matmul peak timed in the run
+    assert result["train_flops_per_image"] > 0 and result["matmul_peak_flops"] > 0
+    assert h["train_flops"] == pytest.approx(result["train_flops_per_image"] * h["train_images_per_second"])
+    assert h["fraction_of_peak"] == pytest.approx(h["train_flops"] / result["matmul_peak_flops"])
+    assert r["train_flops"] == pytest.approx(result["train_flops_per_image"] * r["train_images_per_second"])
 
 
 def test_throughput_cli_2d_whole_epoch(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -252,3 +257,18 @@ def test_auto_memory_format_keeps_3d_contiguous_on_cuda_only() -> None:
 @pytest.mark.parametrize(("dims", "device", "expected"), [(2, "cpu", 128), (3, "cpu", 16), (2, "cuda", 1024), (3, "cuda", 128)])
 def test_eval_batch_size_is_smaller_on_cpu(dims: int, device: str, expected: int) -> None:
     assert trainer.eval_batch_size(SimpleNamespace(dims=dims, device=torch.device(device))) == expected
+
+
+def test_training_flops_are_the_convolutions_and_matmuls_counted_by_hand() -> None:
+    from benchmark.flops import matmul_peak_flops, training_flops_per_image
+
+    # conv 1 -> 2 channels, 3x3, padding 1, on 5x5: 5*5*2*9 multiply-adds; then linear 50 -> 3: 150.
+    # backward: weight gradients of both (same counts), the input gradient of the linear layer only
+    # (the conv's input needs none): 2 FLOPs per multiply-add
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(50, 3))
+    conv, lin = 5 * 5 * 2 * 9, 50 * 3
+    expected = 2 * (conv + lin) + 2 * (conv + lin) + 2 * lin
+    weights = [p.detach().clone() for p in model.parameters()]
+    assert training_flops_per_image(model, torch.randn(4, 1, 5, 5), "fp32") == expected
+    assert all(torch.equal(a, b) and p.grad is None for a, b, p in zip(weights, model.parameters(), model.parameters()))
+    assert matmul_peak_flops(torch.device("cpu"), "fp32", size=64, repeats=1) > 0
