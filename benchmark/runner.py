@@ -28,7 +28,7 @@ from .methods import METHODS, TrainInfo
 from .models import build_model
 from .store import StagedRun, append_jsonl, environment, is_done, read_json, save_predictions, save_weights, write_json
 from .tasks import Task, get_task, load_arrays
-from .trainer import Callback, FitResult, eval_batch_size, fit, predict, prepare_model
+from .trainer import Callback, FitResult, eval_batch_size, fit, predict, prepare_model, resolve_precision
 
 DEFAULT_RUNS = Path("runs")
 
@@ -110,20 +110,22 @@ def run(
     config = resolve(task, method_cls, spec.overrides)
     check_method_accepts(config, method_cls)
     check_controls(config)
+    device = resolve_device(spec.device)
+    # the id and record name the precision computed in, so "auto" never reuses a run of the other one
+    config["precision"], precision_reason = resolve_precision(config["precision"], device)
     final_dir = run_dir_for(spec, config)
     if is_done(final_dir) and not spec.force:
         return read_json(final_dir / "result.json"), final_dir
     if final_dir.is_file() or (final_dir.is_dir() and any(final_dir.iterdir()) and not is_done(final_dir)):
         # never replace a folder that is not one of our finished runs: it may be the user's
         raise BenchError(f"{final_dir} exists and is not a finished run directory; choose another --out")
-    device = resolve_device(spec.device)
     data = load_arrays(task, spec.data_root, verify_md5=spec.verify_md5, splits=("train", "val"))
     folds = folds_for(config, data.labels("train"), data.labels("val"))  # before staging: a bad split writes nothing
 
     seed_everything(spec.seed)
     staged = StagedRun(final_dir)
     try:
-        result = _train_and_evaluate(spec, task, method_cls, config, data, folds, device, staged.path, callbacks, progress)
+        result = _train_and_evaluate(spec, task, method_cls, config, data, folds, device, staged.path, callbacks, progress, precision_reason)
         final = staged.commit()
     except BaseException:
         staged.abort()
@@ -193,11 +195,11 @@ def _fit_rows(
     return model, fitted, predict(model, val, precision=config["precision"])
 
 
-def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold], device, out: Path, callbacks, progress) -> dict[str, Any]:
+def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold], device, out: Path, callbacks, progress, precision_reason: str) -> dict[str, Any]:
     started, cpu_started = time.perf_counter(), time.process_time()
     full_config = {"task": task.flag, "method": method_cls.name, "seed": spec.seed, **config}
     write_json(out / "config.json", full_config)
-    write_json(out / "environment.json", environment(device, data.path, data.md5, data.md5_verified))
+    write_json(out / "environment.json", {**environment(device, data.path, data.md5, data.md5_verified), "precision": precision_reason})
 
     # the train+val pool every validation strategy draws its rows from; the test split is not in it
     images = np.concatenate([data.images("train"), data.images("val")])

@@ -52,7 +52,7 @@ from .methods import METHODS, TrainInfo
 from .models import build_model
 from .runner import positive_prior, resolve_device, seed_everything
 from .tasks import get_task, load_arrays
-from .trainer import fit, predict, prepare_model
+from .trainer import fit, predict, prepare_model, resolve_precision
 
 PIPELINES = ("harness", "reference")
 LOAD_NOTE = (
@@ -131,6 +131,7 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
     method_cls = METHODS.get(spec.method)
     config = resolve(task, method_cls, spec.overrides)
     device = resolve_device(spec.device)
+    config["precision"], precision_reason = resolve_precision(config["precision"], device)
     data = load_arrays(task, spec.data_root, verify_md5=spec.verify_md5, splits=("train", "val"))
     seed_everything(spec.seed)
     load_before = os.getloadavg()
@@ -244,6 +245,7 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "config": {k: config[k] for k in ("precision", "memory_format", "compile", "track_train", "batch_size", "as_rgb")},
+        "precision_reason": precision_reason,
         "n_train": n_train,
         "n_val": n_val,
         "steps_per_window": steps,
@@ -258,7 +260,7 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
         "note": LOAD_NOTE,
         "train_flops_per_image": flops_per_image,
         "matmul_peak_flops": peak,
-        "matmul_precision": "bf16" if config["precision"] == "bf16" or (config["precision"] == "auto" and device.type == "cuda") else "fp32",
+        "matmul_precision": config["precision"],
         "harness": {
             "train_images_per_second": h_train_rate,
             "train_flops": flops_per_image * h_train_rate,

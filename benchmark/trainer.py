@@ -23,7 +23,7 @@ from .methods.base import Method, StepContext
 
 PARAMS = {
     "epochs": Int(100, "training epochs (official: 100; the learning rate decays at 50 % and 75 %)", minimum=1),
-    "precision": Choice("auto", "autocast precision: auto = bf16 on CUDA, fp32 on CPU (the official protocol's float32)", choices=("auto", "fp32", "bf16")),
+    "precision": Choice("auto", "autocast precision: auto = bf16 on CUDA, fp32 on CPU (the official protocol's float32); a run records the one it used", choices=("auto", "fp32", "bf16")),
     "compile": Bool(False, "torch.compile the model (costs a compile at start; see `bench throughput` for whether it pays)"),
     "memory_format": Choice("auto", "model memory format: auto = channels-last for 2D models, and for 3D models on CPU (3D on CUDA: contiguous)", choices=("auto", "channels_last", "contiguous")),
     "track_train": Bool(
@@ -72,6 +72,34 @@ class FitResult:
     def images_per_second(self) -> float:
         """Return training images (or volumes) processed per second of training wall time."""
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+
+def native_bf16_cpu() -> list[str]:
+    """Return this CPU's bf16 instruction sets (avx512_bf16, amx_bf16) from /proc/cpuinfo; empty where it has none or does not say."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [name for name in ("avx512_bf16", "amx_bf16") if name in flags]
+    except OSError:
+        pass
+    return []
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """Return (the precision a run computes in, "fp32" or "bf16", and why), for `precision` on `device`.
+
+    "auto" is bf16 autocast on CUDA and fp32 on a CPU, the official protocol's float32; a CPU's
+    native bf16 is named in the reason, since `--set precision=bf16` then runs much faster.
+    """
+    device = torch.device(device)
+    if precision != "auto":
+        return precision, f"{precision}: set explicitly"
+    if device.type == "cuda":
+        return "bf16", "bf16: auto on CUDA (bf16 autocast)"
+    native = native_bf16_cpu()
+    return "fp32", f"fp32: auto on CPU, the official protocol's float32 (native bf16 here: {', '.join(native) or 'none'})"
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager[Any]:

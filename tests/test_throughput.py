@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,7 +85,9 @@ def test_throughput_cli_2d_whole_epoch(tiny_root: Path, tmp_path: Path, capsys: 
     assert result["reference"]["train_eval_pass_measured"]
     assert all("train_eval_seconds" in w for w in result["reference"]["windows"])
     assert all(w["train_images"] == 96 for w in result["harness"]["windows"] + result["reference"]["windows"])
-    assert result["config"] == {"precision": "auto", "memory_format": "auto", "compile": False, "track_train": True, "batch_size": 128, "as_rgb": False}
+    # "auto" is recorded as the precision it resolved to on this device, with the reason
+    assert result["config"] == {"precision": "fp32", "memory_format": "auto", "compile": False, "track_train": True, "batch_size": 128, "as_rgb": False}
+    assert result["precision_reason"].startswith("fp32: auto on CPU")
     assert "track_train true" in printed
 
 
@@ -272,3 +275,43 @@ def test_training_flops_are_the_convolutions_and_matmuls_counted_by_hand() -> No
     assert training_flops_per_image(model, torch.randn(4, 1, 5, 5), "fp32") == expected
     assert all(torch.equal(a, b) and p.grad is None for a, b, p in zip(weights, model.parameters(), model.parameters()))
     assert matmul_peak_flops(torch.device("cpu"), "fp32", size=64, repeats=1) > 0
+
+
+@pytest.mark.parametrize("native", [["avx512_bf16"], []])
+def test_auto_precision_resolves_per_device_and_names_the_cpus_bf16(native: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: native)
+    precision, reason = trainer.resolve_precision("auto", torch.device("cpu"))
+    assert precision == "fp32" and ("avx512_bf16" in reason if native else "native bf16 here: none" in reason)
+    assert trainer.resolve_precision("auto", torch.device("cuda"))[0] == "bf16"
+    assert trainer.resolve_precision("bf16", torch.device("cpu")) == ("bf16", "bf16: set explicitly")
+    assert trainer.resolve_precision("fp32", torch.device("cuda"))[0] == "fp32"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import builtins
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 avx512_bf16\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(fake if path == "/proc/cpuinfo" else path, *a, **k))
+    assert trainer.native_bf16_cpu() == ["avx512_bf16", "amx_bf16"]
+    fake.write_text("flags\t\t: fpu sse2\n")
+    assert trainer.native_bf16_cpu() == []
+
+
+def test_a_run_is_never_reused_for_a_request_that_resolves_to_another_precision(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.runner import RunSpec, run
+
+    def spec(**overrides: Any) -> RunSpec:
+        return RunSpec(task="breastmnist", method="ce", overrides={"epochs": 1, **overrides}, data_root=str(tiny_root),
+                       runs_root=str(tmp_path / "runs"), device="cpu", verify_md5=False)
+
+    _, auto_dir = run(spec())
+    assert json.loads((auto_dir / "config.json").read_text())["precision"] == "fp32"
+    assert json.loads((auto_dir / "environment.json").read_text())["precision"].startswith("fp32: auto on CPU")
+    assert run(spec(precision="fp32"))[1] == auto_dir  # the same computation, the same run
+    _, bf16_dir = run(spec(precision="bf16"))
+    assert bf16_dir != auto_dir
+    # were "auto" to mean bf16 here, the stored fp32 run must not be reused: it is the bf16 run's id
+    monkeypatch.setattr("benchmark.runner.resolve_precision", lambda p, d: ("bf16", "bf16: test") if p == "auto" else (p, "set"))
+    assert run(spec())[1] == bf16_dir
