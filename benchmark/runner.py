@@ -189,7 +189,7 @@ def _fit_rows(
     augment = build_augmenter(config, task.dims, seed)
     fitted = fit(
         model, method, train, val, sampler, epochs or config["epochs"], callbacks=callbacks, augment=augment, precision=config["precision"], average=average, select=select,
-        track_train=config["track_train"],
+        track_train=config["track_train"], fuse_bn=config["eval_fuse_bn"],
     )
     model.load_state_dict(fitted.best_state)
     return model, fitted, predict(model, val, precision=config["precision"])

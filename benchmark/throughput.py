@@ -174,11 +174,11 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
     # done, where wall time also counts the time other processes held the cores
     def harness_round() -> dict[str, float]:
         cpu = time.process_time()
-        fitted = fit(model, method, train, val, windows, 1, precision=config["precision"], track_train=config["track_train"])
+        fitted = fit(model, method, train, val, windows, 1, precision=config["precision"], track_train=config["track_train"], fuse_bn=config["eval_fuse_bn"])
         train_cpu = time.process_time() - cpu
         record = fitted.history[0]
         started, cpu = time.perf_counter(), time.process_time()
-        metrics.evaluate(val.labels_np, predict(model, val, precision=config["precision"]))
+        metrics.evaluate(val.labels_np, predict(model, val, precision=config["precision"], fuse_bn=config["eval_fuse_bn"]))
         eval_seconds, eval_cpu = time.perf_counter() - started, time.process_time() - cpu
         return {
             "train_seconds": fitted.train_seconds,
@@ -244,7 +244,7 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "config": {k: config[k] for k in ("precision", "memory_format", "compile", "track_train", "batch_size", "as_rgb")},
+        "config": {k: config[k] for k in ("precision", "memory_format", "compile", "track_train", "eval_fuse_bn", "batch_size", "as_rgb")},
         "precision_reason": precision_reason,
         "n_train": n_train,
         "n_val": n_val,

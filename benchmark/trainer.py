@@ -26,6 +26,9 @@ PARAMS = {
     "precision": Choice("auto", "autocast precision: auto = bf16 on CUDA, fp32 on CPU (the official protocol's float32); a run records the one it used", choices=("auto", "fp32", "bf16")),
     "compile": Bool(False, "torch.compile the model (costs a compile at start; see `bench throughput` for whether it pays)"),
     "memory_format": Choice("auto", "model memory format: auto = channels-last for 2D models, and for 3D models on CPU (3D on CUDA: contiguous)", choices=("auto", "channels_last", "contiguous")),
+    "eval_fuse_bn": Bool(
+        False, "per-epoch evaluation (val, train) folds each BatchNorm into its convolution (torch.fx fuse); logits equal to float tolerance", hash_at_default=False
+    ),
     "track_train": Bool(
         True, "evaluate the un-augmented training split after every epoch (train AUC, the train-val gap); false skips that forward pass", hash_at_default=False
     ),
@@ -155,9 +158,33 @@ def eval_batch_size(split: DeviceSplit) -> int:
     return 1024 if split.dims == 2 else 128
 
 
+def fused_for_eval(model: torch.nn.Module) -> torch.nn.Module:
+    """Return an eval-mode copy of `model` with every BatchNorm folded into the convolution before it.
+
+    `torch.fx.experimental.optimization.fuse` (PyTorch's own conv + BN folding for 1D/2D/3D) on a
+    traced copy; the weights keep the model's memory format. `model` itself is left as it is.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    was_training = model.training
+    model.eval()
+    try:
+        fused = fuse(model, inplace=False)
+    finally:
+        model.train(was_training)
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+    if conv is not None and conv.weight.dim() in (4, 5):
+        layout = torch.channels_last if conv.weight.dim() == 4 else torch.channels_last_3d
+        if conv.weight.is_contiguous(memory_format=layout) and not conv.weight.is_contiguous():
+            fused = fused.to(memory_format=layout)
+    return fused.eval()
+
+
 @torch.inference_mode()
-def predict(model: torch.nn.Module, split: DeviceSplit, batch_size: int | None = None, precision: str = "auto") -> np.ndarray:
-    """Return the model's float32 logits on every row of `split`, shape (N, n_outputs), in eval mode."""
+def predict(model: torch.nn.Module, split: DeviceSplit, batch_size: int | None = None, precision: str = "auto", fuse_bn: bool = False) -> np.ndarray:
+    """Return the model's float32 logits on every row of `split`, shape (N, n_outputs), in eval mode (BatchNorm folded if `fuse_bn`)."""
+    if fuse_bn:
+        model = fused_for_eval(model)
     was_training = model.training
     model.eval()
     outputs = []
@@ -187,6 +214,7 @@ def fit(
     average: WeightAverage | None = None,
     select: bool = True,
     track_train: bool = True,
+    fuse_bn: bool = False,
 ) -> FitResult:
     """Train `model` with `method` for `epochs`; return the epoch with the best validation AUC and its weights.
 
@@ -198,7 +226,8 @@ def fit(
     kept, and only epochs it marks may be selected. With `select=False` (a refit whose
     validation rows are in the training data) the last selectable epoch is kept, whatever its
     validation AUC. With `track_train=False` the training split is not evaluated: records and
-    `best_train` hold no train metrics.
+    `best_train` hold no train metrics. With `fuse_bn` each epoch's evaluation runs on a copy
+    with BatchNorm folded into the convolutions (`fused_for_eval`).
     """
     device = train.device
 
@@ -235,8 +264,9 @@ def fit(
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - started
         evaluated, averaged = average.evaluated(model, epoch) if average is not None else (model, True)
-        val_metrics = metrics.evaluate(val.labels_np, predict(evaluated, val, precision=precision))
-        train_metrics = metrics.evaluate(train.labels_np, predict(evaluated, train, precision=precision)) if track_train else {}
+        scorer = fused_for_eval(evaluated) if fuse_bn else evaluated  # folded once, used for both splits
+        val_metrics = metrics.evaluate(val.labels_np, predict(scorer, val, precision=precision))
+        train_metrics = metrics.evaluate(train.labels_np, predict(scorer, train, precision=precision)) if track_train else {}
         method.on_epoch_end(epoch, val_metrics)
         # False in a pretraining stage or before an SWA window: validated, never selected
         selectable = method.selectable(epoch) and averaged

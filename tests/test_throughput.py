@@ -86,7 +86,7 @@ def test_throughput_cli_2d_whole_epoch(tiny_root: Path, tmp_path: Path, capsys: 
     assert all("train_eval_seconds" in w for w in result["reference"]["windows"])
     assert all(w["train_images"] == 96 for w in result["harness"]["windows"] + result["reference"]["windows"])
     # "auto" is recorded as the precision it resolved to on this device, with the reason
-    assert result["config"] == {"precision": "fp32", "memory_format": "auto", "compile": False, "track_train": True, "batch_size": 128, "as_rgb": False}
+    assert result["config"] == {"precision": "fp32", "memory_format": "auto", "compile": False, "track_train": True, "eval_fuse_bn": False, "batch_size": 128, "as_rgb": False}
     assert result["precision_reason"].startswith("fp32: auto on CPU")
     assert "track_train true" in printed
 
@@ -315,3 +315,40 @@ def test_a_run_is_never_reused_for_a_request_that_resolves_to_another_precision(
     # were "auto" to mean bf16 here, the stored fp32 run must not be reused: it is the bf16 run's id
     monkeypatch.setattr("benchmark.runner.resolve_precision", lambda p, d: ("bf16", "bf16: test") if p == "auto" else (p, "set"))
     assert run(spec())[1] == bf16_dir
+
+
+@pytest.mark.parametrize("arch", ["resnet18_28", "resnet18_3d"])
+def test_batchnorm_folded_evaluation_equals_the_unfused_one(arch: str) -> None:
+    torch.manual_seed(0)
+    dims = 3 if arch.endswith("3d") else 2
+    model = prepare_model(build_model(arch, 1, 1), torch.device("cpu"), dims)
+    shape = (12, 28, 28, 28) if dims == 3 else (40, 28, 28)
+    rng = np.random.default_rng(0)
+    split = DeviceSplit(rng.integers(0, 255, shape, dtype=np.uint8), rng.integers(0, 2, (shape[0], 1)), torch.device("cpu"))
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics away from their initial 0 / 1
+        for _ in range(2):
+            model(split.inputs(torch.arange(shape[0])))
+    fused = trainer.fused_for_eval(model)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    assert model.training  # the model itself is untouched
+    plain, folded = predict(model, split), predict(model, split, fuse_bn=True)
+    assert np.allclose(folded, plain, rtol=1e-4, atol=1e-6) and not np.array_equal(folded, np.zeros_like(folded))
+    assert np.allclose(predict(model, split, precision="bf16", fuse_bn=True), predict(model, split, precision="bf16"), rtol=0.05, atol=0.02)
+
+
+def test_fit_with_folded_evaluation_reports_the_same_validation_auc(tiny_root: Path) -> None:
+    data = load_arrays(get_task("breastmnist"), str(tiny_root), verify_md5=False, splits=("train", "val"))
+    train = DeviceSplit(data.images("train"), data.labels("train"), torch.device("cpu"))
+    val = DeviceSplit(data.images("val"), data.labels("val"), torch.device("cpu"))
+    aucs = []
+    for fuse in (False, True):
+        torch.manual_seed(0)
+        model = build_model("resnet18_28", 1, 1)
+        info = TrainInfo(len(train), 1, False, np.array([0.5]), 2, 1, torch.device("cpu"), train.labels_np)
+        method = METHODS.get("ce")(resolve(get_task("breastmnist"), METHODS.get("ce")), model, info)
+        from benchmark.data import ShuffleSampler
+
+        fitted = trainer.fit(model, method, train, val, ShuffleSampler(train.labels_np, 128, 0), 2, fuse_bn=fuse)
+        aucs.append([r["val/auc"] for r in fitted.history] + [r["train/auc"] for r in fitted.history])
+    assert aucs[0] == pytest.approx(aucs[1], abs=1e-9)
