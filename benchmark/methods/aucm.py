@@ -96,7 +96,7 @@ PESG_PARAMS = {
     "weight_decay": Float(1e-4, "L2 weight decay on w, a, b", search=(0.0, 2e-4), minimum=0.0),
     # the AUC-M paper's grid (Sec. 4.1): gamma in {1/100, 1/300, 1/500, 1/700, 1/1000}
     "epoch_decay": Float(1 / 300, "epoch-level regularizer gamma toward the reference point", grid=(1 / 100, 1 / 300, 1 / 500, 1 / 700, 1 / 1000), minimum=0.0),
-    "bsn": Bool(True, "batch score normalization: scores f / ||f||_2 over the batch (the paper's Sec. 4.1); false = sigmoid scores in [0, 1]"),
+    "bsn": Bool(True, "batch score normalization: scores f / ||f||_2 over the batch (the paper's Sec. 4.1); false = sigmoid scores in [0, 1]", search=True),
     **DUAL_PARAMS,
 }
 
