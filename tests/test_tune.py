@@ -96,6 +96,8 @@ def _env() -> dict[str, str]:
 
 
 def _expected_distribution(param):
+    if isinstance(param, Float) and param.grid:  # a paper's grid: one of its values
+        return CategoricalDistribution(list(param.grid))
     if isinstance(param, Float):
         return FloatDistribution(param.search[0], param.search[1], log=param.log)
     if isinstance(param, Int):
