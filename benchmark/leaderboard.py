@@ -20,6 +20,7 @@ around the read-modify-write, so two processes adding at once lose nothing.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -401,28 +402,43 @@ def _remove_unreferenced(directory: Path, task: str, keep: set[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
-def snapshot(task: str, ids: Iterable[str], directory: str | Path = DEFAULT_DIR) -> dict[str, tuple[dict[str, Any], bytes] | None]:
-    """Return {entry id: (entry, sidecar bytes) or None if absent}: what `restore` puts back if a later step fails."""
+@dataclass
+class Snapshot:
+    """What `restore` puts back if a step after an add fails: the board file's existence and the given entries with their sidecars."""
+
+    task: str
+    directory: Path
+    board_existed: bool
+    entries: dict[str, tuple[dict[str, Any], bytes] | None]  # id -> (entry, sidecar bytes), None where absent
+
+
+def snapshot(task: str, ids: Iterable[str], directory: str | Path = DEFAULT_DIR) -> Snapshot:
+    """Return the state of entries `ids` of the task's leaderboard, for `restore` (reads only; creates nothing)."""
     directory = Path(directory)
     saved: dict[str, tuple[dict[str, Any], bytes] | None] = {}
     with locked(task, directory, shared=True):
+        existed = leaderboard_path(task, directory).is_file()
         board = read_board(task, directory)
         entries = {e["id"]: e for e in board["entries"] if not e.get("reference")}
         for entry_id in ids:
             entry = entries.get(entry_id)
-            path = directory / entry["predictions"]["file"] if entry else None
+            path = directory / entry["predictions"]["file"] if entry is not None else None
             saved[entry_id] = (entry, path.read_bytes()) if entry is not None and path is not None and path.is_file() else None
-    return saved
+    return Snapshot(task, directory, existed, saved)
 
 
-def restore(task: str, saved: dict[str, tuple[dict[str, Any], bytes] | None], directory: str | Path = DEFAULT_DIR) -> None:
-    """Put the entries in `saved` (from `snapshot`) back as they were: remove those that were absent, leave every other entry alone."""
-    task_obj = get_task(task)
-    directory = Path(directory)
+def restore(saved: Snapshot) -> None:
+    """Put the entries of `saved` back as they were (removing those that were absent), leaving every other entry alone.
+
+    A board file that did not exist before and would now hold no entry is removed again, so an
+    add rolled back into a new folder leaves only the folder and its lock file.
+    """
+    task_obj = get_task(saved.task)
+    directory = saved.directory
     with locked(task_obj.flag, directory):
         board = read_board(task_obj.flag, directory)
         entries = {e["id"]: e for e in board["entries"] if not e.get("reference")}
-        for entry_id, before in saved.items():
+        for entry_id, before in saved.entries.items():
             if before is None:
                 entries.pop(entry_id, None)
                 continue
@@ -431,10 +447,17 @@ def restore(task: str, saved: dict[str, tuple[dict[str, Any], bytes] | None], di
             if not path.is_file() or path.read_bytes() != sidecar:
                 atomic_write_bytes(path, sidecar)
             entries[entry_id] = entry
-        fresh = empty_board(task_obj)
-        fresh["entries"] += [entries[k] for k in sorted(entries)]
-        write_json(leaderboard_path(task_obj.flag, directory), fresh)
+        path = leaderboard_path(task_obj.flag, directory)
+        if entries or saved.board_existed:
+            fresh = empty_board(task_obj)
+            fresh["entries"] += [entries[k] for k in sorted(entries)]
+            write_json(path, fresh)
+        else:
+            path.unlink(missing_ok=True)
         _remove_unreferenced(directory, task_obj.flag, {directory / e["predictions"]["file"] for e in entries.values()})
+        if not entries and not saved.board_existed:
+            with contextlib.suppress(OSError):
+                (directory / task_obj.flag).rmdir()  # only if empty
 
 
 def add_results(task: str, results: Sequence[SeedResult], directory: str | Path = DEFAULT_DIR, *, source: str = "run") -> list[str]:

@@ -172,23 +172,45 @@ def check_file_target(path: str | os.PathLike[str], what: str, *, make_parents: 
 # --- files ---------------------------------------------------------------------------------
 
 
+class PendingWrite:
+    """`data` written now to a temporary file beside `path`; `commit()` renames it into place, `discard()` removes it.
+
+    For a command with several outputs: write each one's bytes first, then commit them together,
+    so a failure while writing leaves no output changed.
+    """
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path.parent)
+        fd, self.tmp = _temporary(self.path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(self.tmp, FILE_MODE)
+        except BaseException:
+            self.discard()
+            raise
+
+    def commit(self) -> None:
+        """Move the written file into place (atomically replacing what was there)."""
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Remove the temporary file (nothing happens if it was committed)."""
+        with _suppress():
+            os.unlink(self.tmp)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    fd, tmp = _temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
+    PendingWrite(path, data).commit()
 
 
 class _suppress:
