@@ -94,7 +94,8 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         return removed
     for name in names:
         match = _TEMPORARY.match(name)
-        if match and match.group(2) == HOST_TAG and not _pid_alive(match.group(1)):
+        # this process's own temporaries are live (another output of the same command may be pending)
+        if match and match.group(2) == HOST_TAG and int(match.group(1)) != os.getpid() and not _pid_alive(match.group(1)):
             with _suppress():
                 (Path(folder) / name).unlink()
                 removed.append(Path(folder) / name)
