@@ -557,6 +557,7 @@ def init_boards(tasks: Sequence[str], directory: str | Path = DEFAULT_DIR) -> li
             fresh = empty_board(task)
             fresh["entries"] += sorted((e for e in board["entries"] if not e.get("reference")), key=lambda e: e["id"])
             write_json(leaderboard_path(flag, directory), fresh)
+            _remove_unreferenced(Path(directory), flag, {Path(directory) / e["predictions"]["file"] for e in fresh["entries"] if e.get("predictions")})
         paths.append(leaderboard_path(flag, directory))
     return paths
 
