@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-MAX_MESSAGE = 600
+MAX_MESSAGE = 2000
 # what SQLAlchemy appends to a driver's message: the statement, its parameters and a help link
 _NOISE = re.compile(r"^\s*(\[SQL:|\[parameters:|\(Background on this error at)")
 

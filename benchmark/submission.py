@@ -215,7 +215,7 @@ def package(run_dir: str | Path, out: str | Path, *, name: str | None = None) ->
             raise BenchError(f"{run_dir} is not a finished run directory (no {needed})")
     if out.is_dir():
         raise BenchError(f"{out} is a directory; give the archive's file name, e.g. -o submission.tar")
-    check_file_target(out, "-o")
+    check_file_target(out, "-o", make_parents=True)
     result = read_json(run_dir / RESULT)
     config = read_json(run_dir / "config.json")
     env = read_json(run_dir / "environment.json") if (run_dir / "environment.json").is_file() else {}
