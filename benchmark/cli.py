@@ -8,7 +8,9 @@ import sys
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .errors import BenchError
+from .errors import BenchError, one_line
+
+MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -240,17 +242,33 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import leaderboard as lb
     from . import submission as sub
-    from .store import write_json
+    from .store import PendingWrite, check_file_target, check_folder_target, dumps
 
-    if args.max_size_mb <= 0:
-        raise BenchError("--max-size-mb must be positive")
+    # every destination is checked before the submission is even read
+    json_path = check_file_target(args.json, "--json") if args.json else None
+    if args.leaderboard:
+        check_folder_target(args.leaderboard_dir, "--leaderboard-dir")
     loaded = sub.load_submission(args.file, max_mb=args.max_size_mb)
     evaluation = sub.evaluate(loaded, data_root=args.data_root, device=args.device, verify_md5=not args.no_verify)
-    entry = None
-    if args.leaderboard:
-        entry = lb.add_results(loaded.task.flag, [sub.seed_result(evaluation)], args.leaderboard_dir, source="evaluate")[0]
-    if args.json:
-        write_json(args.json, sub.evaluation_record(evaluation, entry))
+    result = sub.seed_result(evaluation) if args.leaderboard else None
+    entry = result.entry_id if result is not None else None
+    # the JSON is written first, beside its place, and moved there after the leaderboard entry:
+    # a failure on either side leaves both as they were
+    pending = PendingWrite(json_path, dumps(sub.evaluation_record(evaluation, entry)).encode()) if json_path else None
+    try:
+        if result is not None:
+            before = lb.snapshot(loaded.task.flag, [result.entry_id], args.leaderboard_dir)
+            (entry,) = lb.add_results(loaded.task.flag, [result], args.leaderboard_dir, source="evaluate")
+        if pending is not None:
+            try:
+                pending.commit()
+            except BaseException:
+                if result is not None:
+                    lb.restore(before)
+                raise
+    finally:
+        if pending is not None:
+            pending.discard()
     t = evaluation.test
     print(
         f"{loaded.task.flag} / {loaded.manifest['architecture']} / {loaded.manifest['config']['method']} "
@@ -304,7 +322,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .report import ReportOptions, build_report
+    from .store import check_folder_target, clean_stale_folders
+    from .tune import check_storage, database_url
 
+    for url in args.storage or []:
+        check_storage(database_url(url), create=False)  # a report reads studies; it never creates a database
+    out_dir = check_folder_target(Path(args.out), "-o")
+    clean_stale_folders(out_dir.parent, out_dir.name)  # a killed report's staging folder
     opts = ReportOptions(
         runs=[Path(r) for r in args.runs or ["runs"]],
         out=Path(args.out),
@@ -322,12 +346,48 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: `bench run: error: ... (see bench run --help)`, exit 2, no usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def integer(low: int, high: int) -> Callable[[str], int]:
+    """Return an argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text[:40]}")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (NaN and infinity refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text[:40]}")
+    return value
+
+
+SEED = integer(0, MAX_SEED)
+
+
 def _add_run_args(p: argparse.ArgumentParser, method: bool = True) -> None:
     p.add_argument("--task", required=True, help="MedMNIST flag, e.g. breastmnist (see `bench tasks`)")
     if method:
         p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
-    p.add_argument("--epochs", type=int, help="shortcut for --set epochs=N")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--epochs", type=integer(1, 100_000), help="shortcut for --set epochs=N")
+    p.add_argument("--seed", type=SEED, default=0, help=f"random seed, 0 to {MAX_SEED} (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter; repeatable")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
@@ -335,18 +395,18 @@ def _add_run_args(p: argparse.ArgumentParser, method: bool = True) -> None:
 
 
 def _add_tune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trials", type=int, required=True, help="budget: finished (complete or pruned) trials per study")
+    p.add_argument("--trials", type=integer(1, 100_000), required=True, help="budget: finished (complete or pruned) trials per study")
     p.add_argument("--space", help="shared hyperparameters to search too, comma-separated (e.g. lr,weight_decay,batch_size)")
     p.add_argument("--pruner", default="median", help="median (default), hyperband or none: stops hopeless trials early")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<runs>/optuna.db); e.g. postgresql://user@host/db")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
-    p.add_argument("--timeout", type=float, help="seconds per study; no new trial starts after it")
+    p.add_argument("--jobs", type=integer(1, 256), default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--timeout", type=positive_number, help="seconds per study; no new trial starts after it")
     p.add_argument("--runs", help="root of the run store (default ./runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the `bench` argument parser."""
-    parser = argparse.ArgumentParser(prog="bench", description="Deep AUC Maximization benchmark on MedMNIST.")
+    parser = Parser(prog="bench", description="Deep AUC Maximization benchmark on MedMNIST.")
     parser.add_argument("--version", action="version", version=f"medauc-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -363,11 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter of the harness run (e.g. precision=bf16); repeatable")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    p.add_argument("--steps", type=int, help="training steps per timed window (default: a whole epoch up to 10; 1 for 3D on CPU)")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds per pipeline; medians are reported (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds first (default 1)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference pipeline (official: 0)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--steps", type=integer(1, 100_000), help="training steps per timed window (default: a whole epoch up to 10; 1 for 3D on CPU)")
+    p.add_argument("--repeats", type=integer(1, 1000), default=3, help="timed rounds per pipeline; medians are reported (default 3)")
+    p.add_argument("--warmup", type=integer(0, 1000), default=1, help="untimed warm-up rounds first (default 1)")
+    p.add_argument("--workers", type=integer(0, 256), default=0, help="DataLoader workers of the reference pipeline (official: 0)")
+    p.add_argument("--seed", type=SEED, default=0, help=f"random seed, 0 to {MAX_SEED} (default 0)")
     p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
     p.add_argument("--json", help="also write the figures to this JSON file")
@@ -382,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="tune several methods with one budget, retrain the winners over seeds, test once")
     _add_run_args(p, method=False)
     p.add_argument("--methods", required=True, help="comma-separated method ids, e.g. ce,aucm")
-    p.add_argument("--seeds", type=int, default=3, help="final runs per method (seeds --seed+1 .. --seed+S; default 3)")
+    p.add_argument("--seeds", type=integer(1, 1000), default=3, help="final runs per method (seeds --seed+1 .. --seed+S; default 3)")
     _add_tune_args(p)
     p.set_defaults(func=cmd_compare)
 
@@ -427,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leaderboard", action="store_true", help="add the result to the task's leaderboard")
     p.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
     p.add_argument("--json", metavar="OUT", help="write the metrics (test.auc, ...) to this JSON file")
-    p.add_argument("--max-size-mb", type=float, default=200.0, help="largest archive accepted, in MB (default 200)")
+    p.add_argument("--max-size-mb", type=positive_number, default=200.0, help="largest archive accepted, in MB (default 200)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
@@ -448,12 +508,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `bench` command line; return the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed on one line
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     try:
         return int(args.func(args) or 0)
     except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
+        print(f"bench: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # a destination that became unusable after the checks (disk full, read-only, removed)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bench: error: {one_line(where + (exc.strerror or str(exc)))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("bench: interrupted; nothing was half-written", file=sys.stderr)
         return 130

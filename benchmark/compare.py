@@ -22,7 +22,9 @@ from . import runner, tune
 from .config import param_table
 from .errors import BenchError
 from .methods import METHODS
-from .store import write_json
+from .store import check_folder_target, write_json
+
+MAX_SEEDS = 1000
 
 
 @dataclass
@@ -63,8 +65,11 @@ def validate(spec: CompareSpec) -> None:
         raise BenchError("--methods: name at least one method, e.g. --methods ce,aucm")
     if len(set(spec.methods)) != len(spec.methods):
         raise BenchError(f"--methods names a method twice: {','.join(spec.methods)}")
-    if spec.seeds < 1:
-        raise BenchError(f"--seeds must be at least 1, got {spec.seeds}")
+    if isinstance(spec.seeds, bool) or not isinstance(spec.seeds, int) or not 1 <= spec.seeds <= MAX_SEEDS:
+        raise BenchError(f"--seeds must be an integer from 1 to {MAX_SEEDS}, got {spec.seeds!r}")
+    if isinstance(spec.seed, int) and spec.seed + spec.seeds > tune.MAX_SEED:
+        raise BenchError(f"--seed {spec.seed} with --seeds {spec.seeds}: the final seeds would pass {tune.MAX_SEED}, the largest seed numpy and torch accept")
+    check_folder_target(Path(spec.runs_root) if spec.runs_root else runner.DEFAULT_RUNS, "--runs")
     for method in spec.methods:
         METHODS.get(method)
     known = set().union(*(param_table(METHODS.get(m)) for m in spec.methods))

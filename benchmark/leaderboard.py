@@ -20,6 +20,7 @@ around the read-modify-write, so two processes adding at once lose nothing.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -38,11 +39,13 @@ from safetensors.torch import save as save_safetensors
 
 from . import metrics
 from .errors import BenchError
-from .store import RESULT, atomic_write_bytes, load_predictions, read_json, write_json
+from .store import RESULT, atomic_write_bytes, check_folder_target, load_predictions, read_json, remove_stale_temporaries, write_json
 from .tasks import TASKS, Task, get_task
 
 SCHEMA_VERSION = 1
 DEFAULT_DIR = Path("leaderboards")
+MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed
+SIDECAR = re.compile(r"^[A-Za-z0-9_.-]+\.[0-9a-f]{12}\.safetensors$")
 METRICS = ("auc", "acc", "pauc", "fpr_at_95tpr")
 # the CI is part of the record, so its settings are fixed and written into every file
 CI_CONFIDENCE, CI_RESAMPLES, CI_SEED = 0.95, 1000, 0
@@ -128,7 +131,11 @@ def read_run(run_dir: str | Path) -> SeedResult:
         raise BenchError(f"{result_path} could not be read ({exc})") from None
     if not isinstance(result, dict) or not {"task", "method", "seed", "config"} <= set(result):
         raise BenchError(f"{result_path} is not a run result (it lacks task, method, seed or config)")
-    if not result.get("test"):
+    if not isinstance(result["task"], str) or not isinstance(result["method"], str) or not isinstance(result["config"], dict):
+        raise BenchError(f"{result_path}: task and method must be strings and config an object")
+    if isinstance(result["seed"], bool) or not isinstance(result["seed"], int) or not 0 <= result["seed"] <= MAX_SEED:
+        raise BenchError(f"{result_path}: seed {result['seed']!r} is not an integer from 0 to {MAX_SEED}")
+    if not isinstance(result.get("test"), dict) or not result.get("test"):
         raise BenchError(f"{run_dir} has no test evaluation (a tuning trial?); only runs evaluated on the test split can enter a leaderboard")
     predictions = run_dir / "predictions_test.npz"
     if not predictions.is_file():
@@ -146,6 +153,8 @@ def read_run(run_dir: str | Path) -> SeedResult:
         raise BenchError(f"{predictions}: logits {logits.shape} and labels {labels.shape} differ in shape")
     recomputed = metrics.auc(labels, metrics.sigmoid(logits))
     stored = result["test"].get("auc")
+    if stored is not None and (isinstance(stored, bool) or not isinstance(stored, (int, float))):
+        raise BenchError(f"{result_path}: test.auc {stored!r} is not a number")
     if stored is not None and not math.isclose(recomputed, stored, rel_tol=0, abs_tol=1e-9):
         raise BenchError(f"{run_dir}: result.json says test AUC {stored}, its predictions give {recomputed}")
     env_path = run_dir / "environment.json"
@@ -364,17 +373,107 @@ def _existing_seeds(entry: dict[str, Any], directory: Path, task: str) -> list[S
     return out
 
 
+def check_result(r: SeedResult) -> None:
+    """Raise BenchError unless a seed result can be stored: a seed numpy and torch accept, 0/1 labels and finite logits of one shape."""
+    if isinstance(r.seed, bool) or not isinstance(r.seed, int) or not 0 <= r.seed <= MAX_SEED:
+        raise BenchError(f"entry {r.entry_id}: seed {r.seed!r} is not an integer from 0 to {MAX_SEED}")
+    labels, logits = np.asarray(r.labels), np.asarray(r.logits)
+    if labels.ndim != 2 or labels.shape != logits.shape or len(labels) == 0:
+        raise BenchError(f"entry {r.entry_id}, seed {r.seed}: labels {labels.shape} and logits {logits.shape} are not one (N, L) shape")
+    if not np.isin(labels, (0, 1)).all():
+        raise BenchError(f"entry {r.entry_id}, seed {r.seed}: labels hold values other than 0 and 1")
+    if not np.isfinite(logits).all():
+        raise BenchError(f"entry {r.entry_id}, seed {r.seed}: logits are NaN or infinite")
+
+
+def _remove_unreferenced(directory: Path, task: str, keep: set[Path]) -> None:
+    """Remove sidecars of `task` no entry references (left by a process killed between writing one and the JSON), and dead processes' temporaries.
+
+    Called under the exclusive lock, after the JSON is written: every writer writes sidecars under
+    that lock, so a sidecar nothing references belongs to nobody.
+    """
+    folder = directory / task
+    remove_stale_temporaries(directory)
+    remove_stale_temporaries(folder)
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if SIDECAR.match(path.name) and path.is_file() and path not in keep:
+            path.unlink(missing_ok=True)
+
+
+@dataclass
+class Snapshot:
+    """What `restore` puts back if a step after an add fails: the board file's existence and the given entries with their sidecars."""
+
+    task: str
+    directory: Path
+    board_existed: bool
+    entries: dict[str, tuple[dict[str, Any], bytes] | None]  # id -> (entry, sidecar bytes), None where absent
+
+
+def snapshot(task: str, ids: Iterable[str], directory: str | Path = DEFAULT_DIR) -> Snapshot:
+    """Return the state of entries `ids` of the task's leaderboard, for `restore` (reads only; creates nothing)."""
+    directory = Path(directory)
+    saved: dict[str, tuple[dict[str, Any], bytes] | None] = {}
+    with locked(task, directory, shared=True):
+        existed = leaderboard_path(task, directory).is_file()
+        board = read_board(task, directory)
+        entries = {e["id"]: e for e in board["entries"] if not e.get("reference")}
+        for entry_id in ids:
+            entry = entries.get(entry_id)
+            path = directory / entry["predictions"]["file"] if entry is not None else None
+            saved[entry_id] = (entry, path.read_bytes()) if entry is not None and path is not None and path.is_file() else None
+    return Snapshot(task, directory, existed, saved)
+
+
+def restore(saved: Snapshot) -> None:
+    """Put the entries of `saved` back as they were (removing those that were absent), leaving every other entry alone.
+
+    A board file that did not exist before and would now hold no entry is removed again, so an
+    add rolled back into a new folder leaves only the folder and its lock file.
+    """
+    task_obj = get_task(saved.task)
+    directory = saved.directory
+    with locked(task_obj.flag, directory):
+        board = read_board(task_obj.flag, directory)
+        entries = {e["id"]: e for e in board["entries"] if not e.get("reference")}
+        for entry_id, before in saved.entries.items():
+            if before is None:
+                entries.pop(entry_id, None)
+                continue
+            entry, sidecar = before
+            path = directory / entry["predictions"]["file"]
+            if not path.is_file() or path.read_bytes() != sidecar:
+                atomic_write_bytes(path, sidecar)
+            entries[entry_id] = entry
+        path = leaderboard_path(task_obj.flag, directory)
+        if entries or saved.board_existed:
+            fresh = empty_board(task_obj)
+            fresh["entries"] += [entries[k] for k in sorted(entries)]
+            write_json(path, fresh)
+        else:
+            path.unlink(missing_ok=True)
+        _remove_unreferenced(directory, task_obj.flag, {directory / e["predictions"]["file"] for e in entries.values()})
+        if not entries and not saved.board_existed:
+            with contextlib.suppress(OSError):
+                (directory / task_obj.flag).rmdir()  # only if empty
+
+
 def add_results(task: str, results: Sequence[SeedResult], directory: str | Path = DEFAULT_DIR, *, source: str = "run") -> list[str]:
     """Merge seed results into the task's leaderboard under its lock; return the ids of the entries touched.
 
     A seed already in an entry is replaced (re-adding the same runs changes nothing). Results
     whose data file MD5 differs from the entry's are refused: an entry is one test set.
+    Everything that can be checked without the board is checked before the lock is taken.
     """
     task_obj = get_task(task)
     directory = Path(directory)
     for r in results:
         if r.task != task_obj.flag:
             raise BenchError(f"a {r.task} result cannot enter the {task_obj.flag} leaderboard")
+        check_result(r)
+    check_folder_target(directory, "--leaderboard-dir")
     if not results:
         return []
     groups: dict[str, list[SeedResult]] = {}
@@ -426,6 +525,7 @@ def add_results(task: str, results: Sequence[SeedResult], directory: str | Path 
         for path in stale:
             if path not in keep:
                 path.unlink(missing_ok=True)
+        _remove_unreferenced(directory, task_obj.flag, keep)
     return sorted(groups)
 
 
@@ -449,6 +549,7 @@ def add_runs(task: str | None, run_dirs: Sequence[str | Path], leaderboard_dir: 
 def init_boards(tasks: Sequence[str], directory: str | Path = DEFAULT_DIR) -> list[Path]:
     """Create or refresh the leaderboard files of `tasks` (reference rows from the cards, entries kept); return their paths."""
     paths = []
+    check_folder_target(directory, "--leaderboard-dir")
     for flag in tasks:
         task = get_task(flag)
         with locked(flag, directory):
@@ -456,6 +557,7 @@ def init_boards(tasks: Sequence[str], directory: str | Path = DEFAULT_DIR) -> li
             fresh = empty_board(task)
             fresh["entries"] += sorted((e for e in board["entries"] if not e.get("reference")), key=lambda e: e["id"])
             write_json(leaderboard_path(flag, directory), fresh)
+            _remove_unreferenced(Path(directory), flag, {Path(directory) / e["predictions"]["file"] for e in fresh["entries"] if e.get("predictions")})
         paths.append(leaderboard_path(flag, directory))
     return paths
 

@@ -26,11 +26,12 @@ from .data.splits import Fold, folds_for
 from .errors import BenchError
 from .methods import METHODS, TrainInfo
 from .models import build_model
-from .store import StagedRun, append_jsonl, environment, is_done, read_json, save_predictions, save_weights, write_json
+from .store import StagedRun, append_jsonl, check_folder_target, clean_stale_folders, environment, is_done, read_json, save_predictions, save_weights, write_json
 from .tasks import Task, get_task, load_arrays
 from .trainer import Callback, FitResult, eval_batch_size, fit, predict, prepare_model, resolve_precision
 
 DEFAULT_RUNS = Path("runs")
+MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed (torch.manual_seed, np.random.seed)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -55,6 +56,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def check_seed(seed: object, what: str = "--seed") -> int:
+    """Return `seed` if it is an integer numpy and torch both accept (0 .. 2**32 - 1), else raise BenchError."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise BenchError(f"{what} must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return seed
 
 
 @dataclass
@@ -107,6 +115,7 @@ def run(
     """
     task = get_task(spec.task)
     method_cls = METHODS.get(spec.method)
+    check_seed(spec.seed)
     config = resolve(task, method_cls, spec.overrides)
     check_method_accepts(config, method_cls)
     check_controls(config)
@@ -114,6 +123,8 @@ def run(
     # the id and record name the precision computed in, so "auto" never reuses a run of the other one
     config["precision"], precision_reason = resolve_precision(config["precision"], device)
     final_dir = run_dir_for(spec, config)
+    check_folder_target(final_dir, "--out" if spec.out else "--runs")
+    clean_stale_folders(final_dir.parent, final_dir.name)  # a killed run's staging folder, or the run a kill left aside
     if is_done(final_dir) and not spec.force:
         return read_json(final_dir / "result.json"), final_dir
     if final_dir.is_file() or (final_dir.is_dir() and any(final_dir.iterdir()) and not is_done(final_dir)):

@@ -10,15 +10,24 @@ Layout of a run directory:
 A run is built in a staging directory beside its final place and renamed into place when
 complete, so a killed run never leaves a half-written run directory, and every file is
 written atomically.
+
+Leftovers of killed processes carry their process id: temporary files
+`.<name>.<pid>-<host>.<random>.tmp`, staging folders `.staging-<name>-<pid>` and replaced
+folders `.old-<name>-<pid>`. The next command that writes in the same folder removes those
+whose process is gone (`remove_stale_temporaries`, `clean_stale_folders`); a live process's
+are never touched, nor those of another machine sharing the folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import platform
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,8 +39,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import BenchError
+
 PACKAGES = ("torch", "torchvision", "monai", "medmnist", "numpy", "scikit-learn", "timm", "optuna", "medauc-bench")
 RESULT = "result.json"
+MAX_JSON_DEPTH = 64  # of the files we read; ours are a few levels deep
 
 
 def _umask() -> int:
@@ -61,22 +73,145 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(obj), sort_keys=True, indent=2) + "\n"
 
 
+# --- leftovers of killed processes -----------------------------------------------------------
+
+# a short tag of this machine, so a folder shared between machines never loses a live process's file
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+_TEMPORARY = re.compile(r"^\..+\.(\d+)-([0-9a-f]{6})\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """Return (fd, name) of a new temporary file beside `path`, named with this process's id and machine."""
+    return tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{HOST_TAG}.", suffix=".tmp", dir=path.parent)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files that processes of this machine now gone left in `folder`; return them."""
+    removed = []
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        match = _TEMPORARY.match(name)
+        # this process's own temporaries are live (another output of the same command may be pending)
+        if match and match.group(2) == HOST_TAG and int(match.group(1)) != os.getpid() and not _pid_alive(match.group(1)):
+            with _suppress():
+                (Path(folder) / name).unlink()
+                removed.append(Path(folder) / name)
+    return removed
+
+
+def clean_stale_folders(parent: Path, name: str) -> None:
+    """Tidy what processes now gone left while building or replacing `parent/name`.
+
+    A staging folder `.staging-<name>-<pid>` is removed. A replaced folder `.old-<name>-<pid>` is
+    removed when `name` exists, and moved back into place when it does not (the process died
+    between its two renames, so the old folder is the last complete one).
+    """
+    parent = Path(parent)
+    try:
+        entries = [p for p in parent.iterdir() if p.name.startswith((f".staging-{name}-", f".old-{name}-"))]
+    except OSError:
+        return
+    for stale in sorted(entries, key=lambda p: p.name):
+        prefix = f".staging-{name}-" if stale.name.startswith(f".staging-{name}-") else f".old-{name}-"
+        pid = stale.name[len(prefix) :]
+        if not pid.isdigit() or _pid_alive(pid) or not stale.is_dir():
+            continue
+        if prefix.startswith(".old-") and not (parent / name).exists():
+            with _suppress():
+                os.replace(stale, parent / name)
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+# --- checking where a command will write, before it writes -------------------------------------
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_folder_target(path: str | os.PathLike[str], what: str) -> Path:
+    """Return `path` if a folder can be made (or already is) there, else raise BenchError naming `what` (e.g. --out)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"{what} {path} is a file, not a folder")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise BenchError(f"{what} {path}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise BenchError(f"{what} {path}: cannot write in {base} (permission denied)")
+    return path
+
+
+def check_file_target(path: str | os.PathLike[str], what: str, *, make_parents: bool = False) -> Path:
+    """Return `path` if a file can be written there, else raise BenchError naming `what` (e.g. --json).
+
+    The parent folder must exist, unless `make_parents` (then it must be creatable).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"{what} {path} is a folder; give a file name")
+    parent = path.parent
+    if make_parents:
+        check_folder_target(parent, what)
+        return path
+    if not parent.exists():
+        raise BenchError(f"{what} {path}: the folder {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise BenchError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise BenchError(f"{what} {path}: cannot write there (permission denied)")
+    return path
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+class PendingWrite:
+    """`data` written now to a temporary file beside `path`; `commit()` renames it into place, `discard()` removes it.
+
+    For a command with several outputs: write each one's bytes first, then commit them together,
+    so a failure while writing leaves no output changed.
+    """
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path.parent)
+        fd, self.tmp = _temporary(self.path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(self.tmp, FILE_MODE)
+        except BaseException:
+            self.discard()
+            raise
+
+    def commit(self) -> None:
+        """Move the written file into place (atomically replacing what was there)."""
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Remove the temporary file (nothing happens if it was committed)."""
+        with _suppress():
+            os.unlink(self.tmp)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
+    PendingWrite(path, data).commit()
 
 
 class _suppress:
@@ -92,9 +227,54 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, dumps(obj).encode())
 
 
+class JSONError(ValueError):
+    """JSON nested too deeply, or holding NaN or infinity where they are refused."""
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth_exceeds(text: str, max_depth: int) -> bool:
+    """Return whether the JSON `text` nests arrays and objects more than `max_depth` deep (strings skipped)."""
+    depth = 0
+    for char in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        depth += 1 if char in "[{" else -1
+        if depth > max_depth:
+            return True
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JSONError(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JSONError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def loads_bounded(text: str, *, max_depth: int = MAX_JSON_DEPTH, finite: bool = False) -> Any:
+    """Return the parsed JSON `text`, refusing (JSONError) more than `max_depth` levels of nesting.
+
+    With `finite`, NaN, Infinity and numbers too large for a float are refused too. The depth is
+    checked on the text first, so a deeply nested file never reaches the parser.
+    """
+    if json_depth_exceeds(text, max_depth):
+        raise JSONError(f"nested more than {max_depth} levels deep")
+    try:
+        if finite:
+            return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(text)
+    except RecursionError:
+        raise JSONError(f"nested more than {max_depth} levels deep") from None
+
+
 def read_json(path: Path) -> Any:
-    """Return the parsed JSON at `path`."""
-    return json.loads(Path(path).read_text())
+    """Return the parsed JSON at `path` (ValueError if it is not JSON or nested absurdly deep)."""
+    return loads_bounded(Path(path).read_text())
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
@@ -111,7 +291,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata_: Mapping[str, str] | None = None) -> None:
     """Write a state dict as safetensors, atomically (no pickle anywhere)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path.parent)
+    fd, tmp = _temporary(path)
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=dict(metadata_ or {}))
@@ -195,15 +376,13 @@ class StagedRun:
 
     Until commit, `path` is the staging folder (inspect it to follow a long run); if the
     process dies, the final directory is untouched and the staging folder is left behind
-    with a `.staging-` prefix (removed by the next run of the same config).
+    with a `.staging-` prefix (removed by the next run of the same config, `clean_stale_folders`).
     """
 
     def __init__(self, final: Path) -> None:
         self.final = Path(final)
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.final.parent.glob(f".staging-{self.final.name}-*"):
-            if stale.is_dir() and not _pid_alive(stale.name.rsplit("-", 1)[-1]):
-                shutil.rmtree(stale, ignore_errors=True)
+        clean_stale_folders(self.final.parent, self.final.name)
         self.path = self.final.parent / f".staging-{self.final.name}-{os.getpid()}"
         if self.path.exists():
             shutil.rmtree(self.path)

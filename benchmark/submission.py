@@ -13,6 +13,14 @@ is extracted to disk (members are read into memory after every header has been c
 the network is rebuilt from the harness's own architecture registry, never from the file.
 Everything is validated before the test split is touched, and nothing is written unless every
 check, including finite outputs, has passed.
+
+The archive must be plain tar: compressed files (gzip, bzip2, xz, zstd) are refused before
+anything is decompressed, and while tarfile parses the headers it reads through a guard that
+refuses any extended header (PAX records, GNU long names) over MAX_EXTENDED_HEADER bytes, and
+PAX records that are malformed or change a member's size, so memory stays within the file's
+own size plus a few kB whatever the headers claim. The manifest is parsed strictly: no NaN or
+infinite numbers, at most MAX_JSON_DEPTH levels of nesting, and integers must be JSON integers
+(1.0 and true are not 1).
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import pickletools
+import re
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -37,7 +47,7 @@ from safetensors.torch import load as load_safetensors
 from . import __version__, metrics
 from .errors import BenchError
 from .models import ARCHITECTURES, build_model
-from .store import RESULT, atomic_write_bytes, read_json
+from .store import RESULT, JSONError, atomic_write_bytes, check_file_target, loads_bounded, read_json
 from .tasks import TASKS, Task, get_task
 
 FORMAT = "medauc-bench-submission"
@@ -47,6 +57,21 @@ WEIGHTS = "model.safetensors"
 DEFAULT_MAX_MB = 200.0
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_MEMBERS = 16
+# extended tar headers (PAX records, GNU long names): a submission's names are short, and Python
+# 3.11's tarfile parses PAX data with a regex that is quadratic in its length (64 KiB costs seconds)
+MAX_EXTENDED_HEADER = 8 << 10
+MAX_EXTENDED_TOTAL = 64 << 10  # all extended headers of one archive together
+MAX_HEADER_READS = 8  # reads tarfile makes to parse one member's headers (a member and three extended headers)
+MAX_JSON_DEPTH = 32
+MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed
+# the magic numbers of the compressions tarfile (or a user) might use; a tar file starts with a member name
+COMPRESSED = {
+    "gzip": re.compile(rb"\x1f\x8b\x08"),
+    "bzip2": re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)"),
+    "xz": re.compile(rb"\xfd7zXZ\x00"),
+    "zstd": re.compile(rb"\x28\xb5\x2f\xfd"),
+    "lzma": re.compile(rb"\x5d\x00\x00(?!\x00\x00)"),
+}
 # what DeviceSplit.inputs does: ToTensor + Normalize(0.5, 0.5) of uint8 images
 NORMALIZE = "x / 127.5 - 1"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
@@ -60,7 +85,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "schema_version": {"const": SCHEMA_VERSION},
         "task": {"type": "string", "maxLength": 64},
         "architecture": {"type": "string", "maxLength": 64},
-        "in_channels": {"enum": [1, 3]},
+        "in_channels": {"type": "integer", "enum": [1, 3]},
         "num_outputs": {"type": "integer", "minimum": 1, "maximum": 1000},
         "preprocessing": {
             "type": "object",
@@ -69,19 +94,23 @@ MANIFEST_SCHEMA: dict[str, Any] = {
             "properties": {
                 "normalize": {"const": NORMALIZE},
                 "as_rgb": {"type": "boolean"},
-                "input_shape": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 3},
+                "input_shape": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 4096}, "minItems": 2, "maxItems": 3},
             },
         },
         "config": {
             "type": "object",
             "required": ["task", "method", "seed"],
-            "properties": {"task": {"type": "string"}, "method": {"type": "string", "maxLength": 64}, "seed": {"type": "integer"}},
+            "properties": {
+                "task": {"type": "string"},
+                "method": {"type": "string", "maxLength": 64},
+                "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+            },
         },
         "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,48}$"},
         "harness_version": {"type": "string", "maxLength": 64},
         "git_commit": {"type": ["string", "null"], "maxLength": 80},
         "created": {"type": ["string", "null"], "maxLength": 40},
-        "train_seconds": {"type": ["number", "null"]},
+        "train_seconds": {"type": ["number", "null"], "minimum": 0},
         "files": {
             "type": "object",
             "additionalProperties": False,
@@ -91,12 +120,29 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "additionalProperties": False,
                     "required": ["sha256", "size"],
-                    "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer", "minimum": 0}},
+                    "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
                 }
             },
         },
     },
 }
+
+
+
+def _strict_integer(_checker: Any, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _strict_number(_checker: Any, instance: Any) -> bool:
+    return isinstance(instance, (int, float)) and not isinstance(instance, bool)
+
+
+# JSON Schema calls 1.0 an integer; a manifest's integers must be written as integers (1.0 is not 1)
+_StrictValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({"integer": _strict_integer, "number": _strict_number}),
+)
+MANIFEST_VALIDATOR = _StrictValidator(MANIFEST_SCHEMA)
 
 
 @dataclass
@@ -169,6 +215,7 @@ def package(run_dir: str | Path, out: str | Path, *, name: str | None = None) ->
             raise BenchError(f"{run_dir} is not a finished run directory (no {needed})")
     if out.is_dir():
         raise BenchError(f"{out} is a directory; give the archive's file name, e.g. -o submission.tar")
+    check_file_target(out, "-o", make_parents=True)
     result = read_json(run_dir / RESULT)
     config = read_json(run_dir / "config.json")
     env = read_json(run_dir / "environment.json") if (run_dir / "environment.json").is_file() else {}
@@ -227,31 +274,144 @@ def _member_name(member: tarfile.TarInfo, path: Path) -> str:
     return str(PurePosixPath(*[p for p in pure.parts if p != "."]))
 
 
+class _HeaderGuard(io.BytesIO):
+    """The archive's bytes as tarfile reads them; while armed (tarfile parsing one member's headers), reads are bounded.
+
+    tarfile reads a header as one 512-byte block and an extended header's data (PAX records, a
+    GNU long name) in one read of its declared size, before anything else can look at it. Armed,
+    the guard refuses an extended header declaring more than MAX_EXTENDED_HEADER bytes (or more
+    than MAX_EXTENDED_TOTAL in all), more than MAX_HEADER_READS reads for one member and sparse
+    members, and checks PAX records before tarfile's own parser sees them. Disarmed (reading a
+    member's contents, whose declared sizes are checked against the size cap first) it is a BytesIO.
+    """
+
+    def __init__(self, data: bytes, path: Path) -> None:
+        super().__init__(data)
+        self.path = path
+        self.armed = False
+        self.reads = 0
+        self.extended = 0  # bytes of extended headers so far
+        self.pending: tuple[bytes, int] | None = None  # (type, size) of the extended header whose data comes next
+
+    def arm(self) -> None:
+        self.armed, self.reads, self.pending = True, 0, None
+
+    def disarm(self) -> None:
+        self.armed = False
+
+    def read(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        if not self.armed:
+            return super().read(size)
+        self.reads += 1
+        if self.reads > MAX_HEADER_READS:
+            raise BenchError(f"{self.path}: a member has more extended tar headers than a submission needs; refused")
+        if size is None or size < 0 or size > MAX_EXTENDED_HEADER:
+            raise BenchError(f"{self.path}: a tar header asks to read {size} bytes at once; at most {MAX_EXTENDED_HEADER} are allowed")
+        data = super().read(size)
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            if pending[0] in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
+                _check_pax_records(data[: pending[1]], self.path)
+        elif size == tarfile.BLOCKSIZE and len(data) == tarfile.BLOCKSIZE:
+            self._header(data)
+        return data
+
+    def _header(self, block: bytes) -> None:
+        kind = block[156:157]
+        if kind == tarfile.GNUTYPE_SPARSE:
+            raise BenchError(f"{self.path}: member {_field(block[:100])!r} is a sparse file; a submission holds regular files only")
+        if kind not in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            return
+        try:
+            size = tarfile.nti(block[124:136])
+        except tarfile.TarError:
+            return  # tarfile refuses the header itself
+        what = "PAX header" if kind in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE) else "GNU long-name header"
+        if size < 0 or size > MAX_EXTENDED_HEADER:
+            raise BenchError(
+                f"{self.path}: a {what} declares {size} bytes; at most {MAX_EXTENDED_HEADER} are allowed "
+                "(a submission's names are short: package it with `bench submit`)"
+            )
+        self.extended += size
+        if self.extended > MAX_EXTENDED_TOTAL:
+            raise BenchError(f"{self.path}: its extended tar headers add up to more than {MAX_EXTENDED_TOTAL} bytes; refused")
+        self.pending = (kind, size)
+
+
+_PAX_RECORD = re.compile(rb"([1-9][0-9]{0,5}) ([^=\n\x00]{1,64})=")
+
+
+def _check_pax_records(data: bytes, path: Path) -> None:
+    """Raise BenchError unless `data` is a sequence of well-formed PAX records that keep every member's size."""
+    pos = 0
+    while pos < len(data):
+        match = _PAX_RECORD.match(data, pos)
+        end = pos + int(match.group(1)) if match else 0
+        if match is None or end > len(data) or match.end() > end or data[end - 1 : end] != b"\n":
+            raise BenchError(f"{path}: a PAX header holds a malformed record at byte {pos}; refused")
+        keyword = match.group(2)
+        if keyword == b"size" or keyword.startswith(b"GNU.sparse"):
+            raise BenchError(f"{path}: a PAX header sets {keyword.decode(errors='replace')!r}, which a submission may not; refused")
+        pos = end
+
+
+def _field(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def compression_of(data: bytes) -> str | None:
+    """Return the name of the compression `data` starts with (gzip, bzip2, xz, zstd, lzma), or None."""
+    for name, magic in COMPRESSED.items():
+        if magic.match(data):
+            return name
+    return None
+
+
 def read_members(data: bytes, path: Path, max_bytes: int) -> dict[str, bytes]:
     """Return {name: bytes} of an archive's regular files after checking every header (nothing extracted).
 
-    Rejects: not a tar archive; links and special files; absolute or parent-relative names;
-    duplicate names; more than MAX_MEMBERS members; declared contents beyond `max_bytes`.
+    Rejects: compressed files and anything else that is not a plain tar archive; extended headers
+    over MAX_EXTENDED_HEADER bytes; links, sparse and special files; absolute or parent-relative
+    names; duplicate names; more than MAX_MEMBERS members; declared contents beyond `max_bytes`.
     """
+    compression = compression_of(data)
+    if compression is not None:
+        raise BenchError(
+            f"{path} is {compression}-compressed; a submission must be a plain (uncompressed) tar file: "
+            "decompress it, or package the run with `bench submit`"
+        )
+    if data[:4] == b"PK\x03\x04":
+        raise BenchError(f"{path} is a zip archive; a submission must be a plain (uncompressed) tar file made by `bench submit`")
+    guard = _HeaderGuard(data, path)
+    guard.arm()
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+        tar = tarfile.open(fileobj=guard, mode="r:")
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        raise BenchError(f"{path} is not a valid submission archive (a tar file): {exc}") from None
+        raise BenchError(f"{path} is not a valid submission archive (not a plain tar file: {exc})") from None
+    finally:
+        guard.disarm()
     files: dict[str, bytes] = {}
     total = 0
     with tar:
         try:
-            members = []
-            for member in tar:  # one header at a time, so a compressed bomb is stopped at its header
-                members.append(member)
-                if len(members) > MAX_MEMBERS:
+            count = 0
+            while True:
+                guard.arm()
+                try:
+                    member = tar.next()  # one header at a time, each read bounded by the guard
+                finally:
+                    guard.disarm()
+                if member is None:
+                    break
+                count += 1
+                if count > MAX_MEMBERS:
                     raise BenchError(f"{path} has more than {MAX_MEMBERS} members; a submission holds {MANIFEST} and {WEIGHTS}")
                 if member.issym() or member.islnk():
                     raise BenchError(f"{path}: member {member.name!r} is a link; links are not allowed in a submission")
                 name = _member_name(member, path)
                 if member.isdir():
                     continue
-                if not member.isfile():
+                if not member.isfile() or member.issparse():
                     raise BenchError(f"{path}: member {member.name!r} is not a regular file")
                 total += member.size
                 if total > max_bytes:
@@ -263,8 +423,8 @@ def read_members(data: bytes, path: Path, max_bytes: int) -> dict[str, bytes]:
                 if len(content) != member.size:
                     raise BenchError(f"{path}: member {name!r} is truncated")
                 files[name] = content
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise BenchError(f"{path} is not a valid submission archive (damaged tar): {exc}") from None
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise BenchError(f"{path} is not a valid submission archive (damaged tar: {exc})") from None
     return files
 
 
@@ -293,15 +453,7 @@ def validate_bytes(data: bytes, path: Path, *, max_bytes: int) -> Submission:
         raise BenchError(f"{path} has no {MANIFEST}")
     if len(files[MANIFEST]) > MAX_MANIFEST_BYTES:
         raise BenchError(f"{path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        manifest = json.loads(files[MANIFEST].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BenchError(f"{path}: {MANIFEST} is not valid JSON ({exc})") from None
-    try:
-        jsonschema.validate(manifest, MANIFEST_SCHEMA)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise BenchError(f"{path}: {MANIFEST} fails its schema at {where}: {exc.message}") from None
+    manifest = parse_manifest(files[MANIFEST], path)
     listed = set(manifest["files"])
     extra = sorted(set(files) - listed - {MANIFEST})
     if extra:
@@ -318,6 +470,26 @@ def validate_bytes(data: bytes, path: Path, *, max_bytes: int) -> Submission:
         raise BenchError(f"{path}: {WEIGHTS} is not a valid safetensors file ({weights_error})")
     _check_weights(state, manifest, task, path)
     return Submission(manifest=manifest, task=task, state=state, weights_sha256=manifest["files"][WEIGHTS]["sha256"], path=path)
+
+
+def parse_manifest(raw: bytes, path: Path) -> dict[str, Any]:
+    """Return the manifest in `raw` after strict parsing (depth, NaN, exact types) and its schema, else BenchError."""
+    try:
+        manifest = loads_bounded(raw.decode("utf-8"), max_depth=MAX_JSON_DEPTH, finite=True)
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{path}: {MANIFEST} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (JSONError, ValueError) as exc:
+        raise BenchError(f"{path}: {MANIFEST} is not valid JSON ({str(exc)[:200]})") from None
+    error = jsonschema.exceptions.best_match(MANIFEST_VALIDATOR.iter_errors(manifest))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise BenchError(f"{path}: {MANIFEST} fails its schema at {where}: {_short(error.message)}")
+    return manifest
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_consistency(manifest: dict[str, Any], task: Task, path: Path) -> None:
@@ -363,10 +535,16 @@ def load_submission(path: str | Path, *, max_mb: float = DEFAULT_MAX_MB) -> Subm
         raise BenchError(f"{path} does not exist")
     if not path.is_file():
         raise BenchError(f"{path} is not a file")
+    if isinstance(max_mb, bool) or not isinstance(max_mb, (int, float)) or not math.isfinite(max_mb) or max_mb <= 0:
+        raise BenchError(f"--max-size-mb must be a positive finite number, got {max_mb!r}")
     max_bytes = int(max_mb * 2**20)
     if path.stat().st_size > max_bytes:
         raise BenchError(f"{path} is {path.stat().st_size / 2**20:.1f} MB, over the allowed {max_mb:g} MB (raise it with --max-size-mb)")
-    return validate_bytes(path.read_bytes(), path, max_bytes=max_bytes)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BenchError(f"{path} could not be read ({exc.strerror or exc})") from None
+    return validate_bytes(data, path, max_bytes=max_bytes)
 
 
 # --- evaluation ------------------------------------------------------------------------------

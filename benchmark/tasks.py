@@ -199,15 +199,20 @@ def load_arrays(
         raise BenchError(f"{path} could not be read as an npz file ({exc}). {_where_to_put(task, root)}") from None
     for split in splits:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.dtype != np.uint8 or images.shape[1:] != task.image_shape:
+        if images.dtype != np.uint8 or images.ndim != 1 + task.dims or images.shape[1:] != task.image_shape:
             raise BenchError(
                 f"{path}: {split}_images has dtype {images.dtype} and shape {images.shape}; "
                 f"expected uint8 (N, {', '.join(map(str, task.image_shape))})"
             )
-        labels = labels.reshape(len(labels), -1).astype(np.int64)
-        if labels.shape != (len(images), task.n_labels):
+        if len(images) == 0:
+            raise BenchError(f"{path}: {split}_images is empty; every split needs at least one image")
+        # checked before any conversion: a cast would turn 0.4 into 0 and "1" into 1
+        if labels.ndim == 0 or labels.dtype.kind not in "biuf":
+            raise BenchError(f"{path}: {split}_labels has dtype {labels.dtype} and shape {labels.shape}; expected an array of 0/1 integers")
+        if labels.size != len(images) * task.n_labels or len(labels) != len(images):
             raise BenchError(f"{path}: {split}_labels has shape {labels.shape}; expected ({len(images)}, {task.n_labels})")
+        labels = labels.reshape(len(labels), -1)
         if not np.isin(labels, (0, 1)).all():
             raise BenchError(f"{path}: {split}_labels holds values other than 0 and 1")
-        arrays[f"{split}_labels"] = labels
+        arrays[f"{split}_labels"] = labels.astype(np.int64)
     return TaskData(task=task, arrays=arrays, path=path, md5=md5, md5_verified=md5 == task.md5)

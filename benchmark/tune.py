@@ -42,11 +42,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import runner
 from .config import param_table, resolve
-from .errors import BenchError
+from .errors import BenchError, one_line
 from .hparams import Param
 from .methods import METHODS, Method
 from .registry import Registry
-from .store import write_json
+from .store import check_folder_target, write_json
 from .tasks import get_task
 from .trainer import StopTraining
 
@@ -60,6 +60,10 @@ STORAGE_ATTEMPTS = 4
 BUDGETED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 WORKER_ATTR = "bench:worker"
 LOCK_NAME = "medauc-bench-tune"
+MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed
+MAX_TRIALS = 100_000
+MAX_JOBS = 256
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 # --- pruners: a name -> a factory of the epoch budget -----------------------------------
 
@@ -179,8 +183,10 @@ def definition(spec: TuneSpec) -> dict[str, Any]:
     """Return what defines the study's results (JSON-able); its hash names the study."""
     task = get_task(spec.task)
     method = METHODS.get(spec.method)
-    if spec.trials < 1:
-        raise BenchError(f"--trials must be at least 1, got {spec.trials}")
+    if isinstance(spec.trials, bool) or not isinstance(spec.trials, int) or not 1 <= spec.trials <= MAX_TRIALS:
+        raise BenchError(f"--trials must be an integer from 1 to {MAX_TRIALS}, got {spec.trials!r}")
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or not 0 <= spec.seed <= MAX_SEED:
+        raise BenchError(f"--seed must be an integer from 0 to {MAX_SEED}, got {spec.seed!r}")
     PRUNERS.get(spec.pruner)
     config = resolve(task, method, spec.overrides)
     space = search_space(method, spec.space, spec.overrides)
@@ -213,10 +219,65 @@ def runs_root(spec: TuneSpec) -> Path:
 
 
 def storage_url(spec: TuneSpec) -> str:
-    """Return the Optuna storage URL: --storage, else an SQLite file `optuna.db` under the runs root."""
+    """Return the Optuna storage URL: --storage, else an SQLite file `optuna.db` under the runs root (checked, see check_storage)."""
     if not spec.storage:
-        return f"sqlite:///{(runs_root(spec) / 'optuna.db').resolve()}"
-    return database_url(spec.storage)
+        url = f"sqlite:///{(runs_root(spec) / 'optuna.db').resolve()}"
+        check_storage(url, create=True, make_parents=True)
+        return url
+    url = database_url(spec.storage)
+    check_storage(url, create=True)
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """Return the file of an SQLite URL (None for other databases and for an in-memory one)."""
+    import sqlalchemy
+
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    database = parsed.database
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+        if database in ("", ":memory:"):
+            return None
+    return Path(database)
+
+
+def check_storage(url: str, *, create: bool, make_parents: bool = False) -> None:
+    """Raise BenchError unless an SQLite storage's file is an SQLite database, or (with `create`) a new file in an existing folder.
+
+    Nothing is created or overwritten silently: a file that is not a database (a typo, a log, a
+    results table) is refused, and so is a folder that does not exist (unless `make_parents`,
+    for the default storage inside the run store). An empty file is accepted when creating:
+    SQLite itself treats it as an empty database. Other databases are checked when opened.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return
+    shown = public_url(url)
+    if path.is_dir():
+        raise BenchError(f"--storage {shown}: {path} is a folder, not an SQLite database file")
+    if path.exists():
+        try:
+            with path.open("rb") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise BenchError(f"--storage {shown}: {path} cannot be read ({exc.strerror or exc})") from None
+        if header == SQLITE_HEADER or (create and header == b""):
+            return
+        raise BenchError(
+            f"--storage {shown}: {path} exists and is not an SQLite database; "
+            "refusing to overwrite it (give another file name, or a database URL)"
+        )
+    if not create:
+        raise BenchError(f"--storage {shown}: {path} does not exist")
+    if make_parents:
+        check_folder_target(path.parent, "--storage")
+        return
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist; create it first"
+        raise BenchError(f"--storage {shown}: the folder {path.parent} {what}")
 
 
 def database_url(url: str) -> str:
@@ -231,6 +292,13 @@ def database_url(url: str) -> str:
         raise BenchError(
             f"--storage {url!r} is not a database URL; use e.g. sqlite:///runs/optuna.db "
             "or postgresql://user:password@host/dbname"
+        ) from None
+    try:
+        parsed.get_dialect()
+    except Exception:
+        raise BenchError(
+            f"--storage {public_url(url)}: unknown database kind {parsed.drivername!r}; "
+            "use e.g. sqlite:///runs/optuna.db or postgresql://user:password@host/dbname"
         ) from None
     # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; use psycopg2 when only it is installed
     if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
@@ -285,13 +353,13 @@ def claim_lock(url: str) -> Iterator[None]:
         try:
             engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         except Exception as exc:
-            raise BenchError(f"cannot use the storage {public_url(url)}: {type(exc).__name__}: {exc}") from None
+            raise BenchError(f"cannot use the storage {public_url(url)}: {type(exc).__name__}: {one_line(exc)}") from None
         _LOCK_ENGINES[url] = engine
     key = int.from_bytes(hashlib.sha256(LOCK_NAME.encode()).digest()[:8], "big", signed=True)
     try:
         connection = engine.connect()
     except Exception as exc:
-        raise BenchError(f"cannot connect to the storage {public_url(url)}: {type(exc).__name__}: {exc}") from None
+        raise BenchError(f"cannot connect to the storage {public_url(url)}: {type(exc).__name__}: {one_line(exc)}") from None
     with connection as conn:
         if backend == "postgresql":
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
@@ -322,12 +390,12 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                     **{_RETRY_KWARG: retry_callback()},
                 )
             except ImportError as exc:
-                raise BenchError(f"cannot open the Optuna storage {public_url(url)}: {exc} (install its database driver)") from None
+                raise BenchError(f"cannot open the Optuna storage {public_url(url)}: {one_line(exc)} (install its database driver)") from None
             except Exception as exc:
                 # a program that is not a worker (optuna-dashboard, a script) may be creating
                 # Optuna's tables at the same moment, outside our lock: try again
                 if attempt + 1 == STORAGE_ATTEMPTS:
-                    raise BenchError(f"cannot open the Optuna storage {public_url(url)}: {exc}") from None
+                    raise BenchError(f"cannot open the Optuna storage {public_url(url)}: {one_line(exc)}") from None
                 time.sleep(1 + attempt)
     raise AssertionError("unreachable")
 
@@ -652,7 +720,7 @@ def _worker_main(spec: TuneSpec, deadline: float | None, threads: int) -> int:
     try:
         work(spec, deadline, out=lambda line: print(line, flush=True))
     except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr, flush=True)
+        print(f"bench: error: {one_line(exc)}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -668,10 +736,13 @@ def tune(spec: TuneSpec, out: Callable[[str], None] = print) -> dict[str, Any]:
 
     The summary is also written to <runs>/studies/<name>/summary.json.
     """
-    if spec.jobs < 1:
-        raise BenchError(f"--jobs must be at least 1, got {spec.jobs}")
-    if spec.timeout is not None and spec.timeout <= 0:
-        raise BenchError(f"--timeout must be positive, got {spec.timeout}")
+    if isinstance(spec.jobs, bool) or not isinstance(spec.jobs, int) or not 1 <= spec.jobs <= MAX_JOBS:
+        raise BenchError(f"--jobs must be an integer from 1 to {MAX_JOBS}, got {spec.jobs!r}")
+    if spec.timeout is not None and (isinstance(spec.timeout, bool) or not isinstance(spec.timeout, (int, float)) or not math.isfinite(spec.timeout) or spec.timeout <= 0):
+        raise BenchError(f"--timeout must be a positive number of seconds, got {spec.timeout!r}")
+    definition(spec)  # every argument checked before anything is written
+    check_folder_target(runs_root(spec), "--runs")
+    storage_url(spec)
     study, _, definition_ = open_study(spec)
     folder = study_dir(spec, study.study_name)
     write_json(folder / "study.json", {"name": study.study_name, "storage": public_url(storage_url(spec)), "definition": definition_})

@@ -249,28 +249,33 @@ def test_size_limits_reject_big_archives_and_compressed_bombs(archive: Path, tmp
     with pytest.raises(BenchError, match="over the allowed 1 MB"):
         sub.load_submission(archive, max_mb=1)
     assert main(["evaluate", str(archive), "--max-size-mb", "1"]) == 2
-    # 300 MB of zeros compresses to a few hundred kB: the member header is refused before it is read
+    # 300 MB of zeros compresses to a few hundred kB: a compressed archive is refused before anything is decompressed
     bomb = tmp_path / "bomb.tar.gz"
+    info = tarfile.TarInfo(sub.WEIGHTS)
+    info.size = 300 * 2**20
+
+    class Zeros(io.RawIOBase):
+        left = info.size
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            n = min(len(buffer), self.left)
+            buffer[:n] = b"\0" * n
+            self.left -= n
+            return n
+
     with tarfile.open(bomb, "w:gz") as tar:
-        info = tarfile.TarInfo(sub.WEIGHTS)
-        info.size = 300 * 2**20
-
-        class Zeros(io.RawIOBase):
-            left = info.size
-
-            def readable(self) -> bool:
-                return True
-
-            def readinto(self, buffer) -> int:
-                n = min(len(buffer), self.left)
-                buffer[:n] = b"\0" * n
-                self.left -= n
-                return n
-
         tar.addfile(info, io.BufferedReader(Zeros()))
     assert bomb.stat().st_size < 2**20
-    with pytest.raises(BenchError, match="unpacks to more than the allowed"):
+    with pytest.raises(BenchError, match="is gzip-compressed; a submission must be a plain"):
         sub.load_submission(bomb)
+    # a plain tar whose header declares 300 MB (the data is not even there): refused at the header
+    declared = tmp_path / "declared.tar"
+    declared.write_bytes(info.tobuf(format=tarfile.USTAR_FORMAT) + b"\0" * 1024)
+    with pytest.raises(BenchError, match="unpacks to more than the allowed"):
+        sub.load_submission(declared)
 
 
 def test_a_malicious_pickle_is_never_unpickled(archive: Path, tmp_path: Path, data_root: Path) -> None:
