@@ -222,7 +222,7 @@ def test_cli_corrupt_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
         (["--task", "breastmnist", "--set", "lr=abc"], "invalid value for lr"),
         (["--task", "breastmnist", "--set", "batch_size=7"], "invalid value for batch_size"),
         (["--task", "breastmnist", "--set", "novalue"], "key=value"),
-        (["--task", "breastmnist", "--epochs", "0"], "invalid value for epochs"),
+        (["--task", "breastmnist", "--epochs", "0"], "argument --epochs: must be from 1 to"),
         (["--task", "breastmnist", "--device", "tpu"], "device"),
     ],
 )

@@ -122,8 +122,8 @@ def test_throughput_cli_3d(tiny_root: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--steps", "0"], "--steps must be at least 1"),
-        (["--repeats", "0"], "--repeats must be at least 1"),
+        (["--steps", "0"], "argument --steps: must be from 1 to"),
+        (["--repeats", "0"], "argument --repeats: must be from 1 to"),
         (["--set", "precision=fp16"], "auto, fp32, bf16"),
         (["--method", "nope"], "ce"),
     ],
