@@ -15,7 +15,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .trainer import autocast
+from .trainer import autocast, resolve_precision
 
 
 def training_flops_per_image(model: torch.nn.Module, example: torch.Tensor, precision: str) -> float:
@@ -40,8 +40,7 @@ def matmul_peak_flops(device: torch.device, precision: str, size: int | None = N
     """Return the FLOP/s of an n x n matrix multiply in `precision` on `device` (the best of `repeats` timed runs after one warm-up)."""
     device = torch.device(device)
     n = size or (8192 if device.type == "cuda" else 2048)
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    dtype = torch.bfloat16 if resolve_precision(precision, device)[0] == "bf16" else torch.float32
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
