@@ -23,6 +23,7 @@ from .config import param_table
 from .errors import BenchError
 from .methods import METHODS
 from .store import check_folder_target, write_json
+from .tune_results import cost
 
 MAX_SEEDS = 1000
 
@@ -42,6 +43,7 @@ class CompareSpec:
     storage: str | None = None
     timeout: float | None = None  # per study
     jobs: int = 1
+    quiet: bool = False  # no progress inside trials, no line per trial
     data_root: str | None = None
     runs_root: str | None = None
     device: str = "auto"
@@ -93,6 +95,7 @@ def tune_spec(spec: CompareSpec, method: str) -> tune.TuneSpec:
         storage=spec.storage,
         timeout=spec.timeout,
         jobs=spec.jobs,
+        quiet=spec.quiet,
         data_root=spec.data_root,
         runs_root=spec.runs_root,
         device=spec.device,
@@ -189,7 +192,7 @@ def compare(spec: CompareSpec, out: Callable[[str], None] = print) -> tuple[dict
                 }
             )
             out(f"   seed {seed}: val AUC {_f(result['val']['auc'])}  test {_metrics(result['test'])}  ({run_dir})")
-        tuning_cost, final_cost = study["cost"], tune.cost(runs)
+        tuning_cost, final_cost = study["cost"], cost(runs)
         summary["results"][method] = {
             "study": study["study"],
             "trials": study["counts"],
