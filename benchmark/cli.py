@@ -296,6 +296,7 @@ def _tune_fields(args: argparse.Namespace) -> dict[str, Any]:
         storage=args.storage,
         timeout=args.timeout,
         jobs=args.jobs,
+        quiet=args.quiet,
         data_root=args.data_root,
         runs_root=args.runs,
         device=args.device,
@@ -315,6 +316,73 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     compare(CompareSpec(methods=methods, seeds=args.seeds, **_tune_fields(args)))
+    return 0
+
+
+def _study_options(args: argparse.Namespace) -> Any:
+    from .study import Options
+
+    split = lambda text: tuple(x.strip() for x in (text or "").split(",") if x.strip())  # noqa: E731
+    return Options(
+        storage=args.storage,
+        runs_root=getattr(args, "runs", None),
+        data_root=getattr(args, "data_root", None),
+        device=getattr(args, "device", "auto"),
+        verify_md5=not getattr(args, "no_verify", False),
+        jobs=getattr(args, "jobs", 1),
+        quiet=getattr(args, "quiet", False),
+        leaderboard_dir=args.leaderboard_dir,
+        tasks=split(args.tasks),
+        arms=split(args.arms),
+    )
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    import json
+
+    from . import study as st
+    from .storage import check_storage, database_url
+    from .studyfile import load
+
+    study = load(args.file)
+    opts = _study_options(args)
+    if opts.storage:
+        check_storage(database_url(opts.storage), create=args.action == "run")
+    elif args.action == "copy" and not study.journal.is_file():
+        raise BenchError(f"{study.journal}: no journal yet; `bench study run {args.file}` starts the study")
+    if args.action == "copy":
+        from .storage import copy_studies
+
+        source = opts.storage or str(study.journal)
+        copied = copy_studies(source, args.to, prefix=f"{study.name}.")
+        print(f"copied {len(copied)} studies from {source} to {args.to}: {', '.join(copied) or 'none'}")
+        return 0
+    if args.action == "run":
+        report = st.run(study, opts)
+        if not args.no_report:
+            from pathlib import Path
+
+            from .report import ReportOptions, build_report
+
+            out, notes = build_report(
+                ReportOptions(
+                    runs=[Path(opts.runs_root or "runs")],
+                    out=Path(args.report_out),
+                    tasks=list(study.tasks),
+                    leaderboards=Path(opts.leaderboard_dir),
+                    data_root=opts.data_root,
+                    verify_md5=opts.verify_md5,
+                    storages=[st.storage_of(study, opts)],
+                )
+            )
+            print(f"report: {out}/index.md")
+    else:
+        report = st.status(study, opts)
+    if getattr(args, "json", None):
+        print(json.dumps(report, indent=1))
+    else:
+        for line in st.status_lines(report):
+            print(line)
     return 0
 
 
@@ -402,6 +470,7 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=integer(1, 256), default=1, help="worker processes on this machine (default 1)")
     p.add_argument("--timeout", type=positive_number, help="seconds per study; no new trial starts after it")
     p.add_argument("--runs", help="root of the run store (default ./runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress inside trials and no line per trial (errors and the summary still print)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -492,6 +561,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("study", help="run a study file (tune every arm, final seeds, leaderboard, report) or show where it stands")
+    p.set_defaults(func=cmd_study)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (
+        ("run", "run or resume every tuning study and final seed of FILE, then rebuild the report"),
+        ("status", "done / running / left per task and arm, compute spent, expected time left (no run store needed)"),
+        ("copy", "copy the study's Optuna studies from its journal (or --storage) to another storage (Optuna's copy_study)"),
+    ):
+        a = actions.add_parser(action, help=text, description=text)
+        a.add_argument("file", metavar="FILE", help="study file, e.g. studies/breastmnist.toml")
+        a.add_argument("--storage", help="Optuna storage (default: the journal <FILE stem>.journal beside FILE); a database URL or a *.journal path")
+        a.add_argument("--tasks", help="only these of the file's tasks, comma-separated")
+        a.add_argument("--arms", help="only these arms (and their bases), comma-separated")
+        a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
+        if action == "copy":
+            a.add_argument("--to", required=True, metavar="URL", help="target storage, e.g. postgresql://user@host/db")
+        if action == "status":
+            a.add_argument("--json", action="store_true", help="print the status as JSON")
+        if action == "run":
+            a.add_argument("--runs", help="root of the run store (default ./runs)")
+            a.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
+            a.add_argument("--no-verify", action="store_true", help="accept data files whose MD5 is not the official one")
+            a.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+            a.add_argument("--jobs", type=integer(1, 256), default=1, help="tuning worker processes on this machine (default 1)")
+            a.add_argument("--quiet", action="store_true", help="no progress lines")
+            a.add_argument("--report-out", default="reports", help="folder of the rebuilt report (default ./reports)")
+            a.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
 
     p = sub.add_parser("report", help="figures and tables of the technical report, from stored results only")
     p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store (default ./runs); repeat to read several together")

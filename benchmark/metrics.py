@@ -247,6 +247,8 @@ def bootstrap_auc_ci(
         # binary: stratified, positives and negatives resampled separately (as pROC does), so every
         # resample keeps both classes and the case mix of the test set
         samples = (np.flatnonzero(y_true[:, 0] == 1), np.flatnonzero(y_true[:, 0] != 1))
+        if min(len(x) for x in samples) < 2:  # one case of a class: no resample can vary it
+            return float("nan"), float("nan")
     else:
         samples = (np.arange(n_cases),)
     result = bootstrap(
