@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-import torch
-import torch.nn.functional as F
-
 from .errors import BenchError
 from .hparams import Bool, Float, Int
+from .lazy import lazy_import
 from .models import head
 from .trainer import Callback, StopTraining
+
+torch = lazy_import("torch", globals())
+F = lazy_import("torch.nn.functional", globals())
 
 PARAMS = {
     "ema": Bool(False, "evaluate (and keep) an exponential moving average of the weights instead of the raw ones", search=True),

@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from .errors import BenchError
+from .lazy import lazy_import
+
+torch = lazy_import("torch", globals())
 
 PACKAGES = ("torch", "torchvision", "monai", "medmnist", "numpy", "scikit-learn", "timm", "optuna", "medauc-bench")
 RESULT = "result.json"
@@ -294,6 +295,8 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata_: Mappi
     remove_stale_temporaries(path.parent)
     fd, tmp = _temporary(path)
     os.close(fd)
+    from safetensors.torch import save_file
+
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=dict(metadata_ or {}))
         os.chmod(tmp, FILE_MODE)
@@ -306,6 +309,8 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata_: Mappi
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """Return the state dict stored in a safetensors file."""
+    from safetensors.torch import load_file
+
     return load_file(str(path))
 
 
