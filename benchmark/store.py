@@ -364,7 +364,8 @@ def environment(device: torch.device, data_file: Path | None = None, data_md5: s
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
-        "data_file": str(data_file) if data_file else None,
+        # absolute: the run may be read from anywhere (bench submit's hint, a report, another machine's copy)
+        "data_file": str(Path(data_file).resolve()) if data_file else None,
         "data_md5": data_md5,
         "data_md5_verified": md5_verified,
         "command": " ".join(sys.argv),

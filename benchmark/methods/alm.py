@@ -36,7 +36,9 @@ class AugmentedLagrangianAUC(Method):
 
     summary = "F + augmented-Lagrangian AUC constraint (Sangalli et al. NeurIPS 2021); F pretrained first"
     PARAMS = {
-        **FocalLoss.PARAMS,
+        **CrossEntropy.PARAMS,
+        # focal's own parameters do nothing when F is ce, the default: a study searches them only with base=focal
+        **{name: replace(param, needs=("base", "focal")) for name, param in FocalLoss.PARAMS.items() if name not in CrossEntropy.PARAMS},
         "base": Choice("ce", "the pointwise loss F (its lr, weight_decay, alpha, gamma above)", choices=("ce", "focal")),
         "pretrain_fraction": Float(0.5, "share of `epochs` that trains F alone before the constraint is added (rounded; >= 1 epoch each)", minimum=0.0, maximum=1.0),
         "mu0": Float(0.3, "initial penalty coefficient mu", search=(0.2, 0.3), minimum=0.0),
