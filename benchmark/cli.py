@@ -35,8 +35,9 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from .tasks import TASKS
+    from .tasks import TASKS, data_root_source
 
+    root, source = data_root_source(args.data_root)
     rows = []
     for flag in TASKS:
         t = TASKS.get(flag)
@@ -52,16 +53,27 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                 "model": t.reference.get("model"),
                 "ref AUC": t.reference.get("auc"),
                 "ref ACC": t.reference.get("acc"),
+                # presence only: reading every file for its MD5 would take longer than the table
+                "data file": "present" if (root / t.filename()).is_file() else "missing",
             }
         )
-    print_table(rows, ["task", "dims", "labels", "channels", "train", "val", "test", "model", "ref AUC", "ref ACC"])
+    print_table(rows, ["task", "dims", "labels", "channels", "train", "val", "test", "model", "ref AUC", "ref ACC", "data file"])
     print("\nref AUC / ACC: MedMNIST v2 paper (Yang et al., 2023), ResNet-18 (28) for 2D, ResNet-18+3D for 3D.")
+    print(
+        f"data file: <task>.npz in {root} ({source}); its MD5 is checked when a command reads it, "
+        "and a missing one is downloaded by the medmnist package when the machine is online."
+    )
     return 0
 
 
 def _shown(value: Any) -> str:
     """Return a default as `bench methods` prints it (floats to 4 significant digits: 1/300 is 0.003333)."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _described(param: Any) -> str:
+    """Return a parameter's help as `bench methods` prints it, with the setting it needs to act, if any."""
+    return f"{param.help} ({param.describe_needs()})" if param.needs else param.help
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -72,13 +84,16 @@ def cmd_methods(args: argparse.Namespace) -> int:
         cls = METHODS.get(name)
         print(f"{name}: {cls.summary}")
         for key, param in cls.PARAMS.items():
-            print(f"    {key:<16} default {_shown(param.default):<10} search {param.describe_space():<22} {param.help}")
+            print(f"    {key:<16} default {_shown(param.default):<10} search {param.describe_space():<22} {_described(param)}")
         for key, value in cls.DEFAULTS.items():
             print(f"    {key:<16} default {_shown(value):<10} (sets the shared setting)")
     print("\nshared settings (every method):")
     for key, param in SHARED_PARAMS.items():
-        print(f"    {key:<16} default {_shown(param.default):<10} search {param.describe_space():<22} {param.help}")
-    print("\nTask cards may change shared defaults (batch_size is 32 on the 3D tasks). Set any key with --set key=value.")
+        print(f"    {key:<16} default {_shown(param.default):<10} search {param.describe_space():<22} {_described(param)}")
+    print(
+        "\nTask cards may change shared defaults (batch_size is 32 on the 3D tasks). Set any key with --set key=value.\n"
+        "`bench tune` searches a method's own ranges (and the shared ones named with --space) that act in the study's configuration."
+    )
     return 0
 
 
@@ -92,7 +107,8 @@ def _progress_factory(quiet: bool) -> Callable | None:
         bar = tqdm(total=config["epochs"], desc=f"{task.flag}", unit="epoch", dynamic_ncols=True)
 
         def callback(record: dict, _model: Any) -> None:
-            bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_auc=_fmt(record.get("val/auc")), best=record["best_epoch"])
+            # no refresh of its own: the update's refresh shows the epoch's count and values together
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_auc=_fmt(record.get("val/auc")), best=record["best_epoch"], refresh=False)
             bar.update(1)
             if record["epoch"] >= config["epochs"]:
                 bar.close()
@@ -136,7 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             chosen += f", refit on train+val for {result['refit']['epochs']} epochs"
     print(
         f"{chosen}; train AUC {_fmt(result['train'].get('auc'))} (gap {_fmt(result['train_val_gap'])}); "
-        f"trained {result['train_seconds']:.1f} s at {result['images_per_second']:.0f} images/s on {result['device']}"
+        f"training steps {result['train_seconds']:.1f} s at {result['images_per_second']:.0f} images/s, "
+        f"{result['wall_seconds']:.1f} s in all with the per-epoch evaluation on {result['device']}"
     )
     print(f"run directory: {run_dir}")
     return 0
@@ -232,10 +249,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .store import read_json
     from .submission import package
 
-    out = package(args.run_dir, args.out, name=args.name)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB); check it with: bench evaluate {out}")
+    out = package(args.run_dir, args.out, name=args.name, allow_tuning_trial=args.allow_tuning_trial)
+    env_path = Path(args.run_dir) / "environment.json"
+    data_file = read_json(env_path).get("data_file") if env_path.is_file() else None
+    data_root = Path(data_file).parent if data_file else "DIR"
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB); check it with: bench evaluate {out} --data-root {data_root}")
     return 0
 
 
@@ -473,13 +496,24 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress inside trials and no line per trial (errors and the summary still print)")
 
 
+def _command(sub: Any, name: str, summary: str, example: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """Return the parser of command `name`: `summary` in `bench --help` and atop its own help, `example` below it."""
+    return sub.add_parser(
+        name, help=summary, description=summary[0].upper() + summary[1:] + ".", epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the `bench` argument parser."""
-    parser = Parser(prog="bench", description="Deep AUC Maximization benchmark on MedMNIST.")
+    parser = Parser(
+        prog="bench", description="Deep AUC Maximization benchmark on MedMNIST.", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  bench run --task breastmnist --method ce --data-root ../shared/data/medmnist\n\n`bench COMMAND --help` describes a command.",
+    )
     parser.add_argument("--version", action="version", version=f"medauc-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="train and evaluate one configuration")
+    p = _command(sub, "run", "train and evaluate one configuration", "bench run --task breastmnist --method ce --epochs 100 --seed 0 --data-root ../shared/data/medmnist")
     _add_run_args(p)
     p.add_argument("--out", help="run directory (default runs/<task>/<method>/<config-hash>)")
     p.add_argument("--runs", help="root of the run store (default ./runs)")
@@ -487,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("throughput", help="time the harness against the official MedMNIST pipeline, side by side")
+    p = _command(sub, "throughput", "time the harness against the official MedMNIST pipeline, side by side", "bench throughput --task breastmnist --set precision=bf16 --json runs/throughput.json")
     p.add_argument("--task", required=True, help="MedMNIST flag, e.g. breastmnist (see `bench tasks`)")
     p.add_argument("--method", default="ce", help="method id, e.g. ce (see `bench methods`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter of the harness run (e.g. precision=bf16); repeatable")
@@ -502,56 +536,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_throughput)
 
-    p = sub.add_parser("tune", help="tune a method's hyperparameters on validation data (Optuna)")
+    p = _command(sub, "tune", "tune a method's hyperparameters on validation data (Optuna)", "bench tune --task breastmnist --method aucm --trials 20 --epochs 20")
     _add_run_args(p)
     _add_tune_args(p)
     p.add_argument("--study", help="study name (default <task>.<method>.<N>trials.<E>epochs.<hash>)")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("compare", help="tune several methods with one budget, retrain the winners over seeds, test once")
+    p = _command(sub, "compare", "tune several methods with one budget, retrain the winners over seeds, test once", "bench compare --task breastmnist --methods ce,aucm --trials 20 --seeds 3 --epochs 20")
     _add_run_args(p, method=False)
     p.add_argument("--methods", required=True, help="comma-separated method ids, e.g. ce,aucm")
     p.add_argument("--seeds", type=integer(1, 1000), default=3, help="final runs per method (seeds --seed+1 .. --seed+S; default 3)")
     _add_tune_args(p)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("tasks", help="list the tasks with their MedMNIST reference numbers")
+    p = _command(sub, "tasks", "list the tasks, their MedMNIST reference numbers and which data files are present", "bench tasks --data-root ../shared/data/medmnist")
+    p.add_argument("--data-root", help="folder to look for <task>.npz in (else $BENCH_DATA_ROOT, else ~/.medmnist)")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser("methods", help="list the methods and their hyperparameters")
+    p = _command(sub, "methods", "list the methods and their hyperparameters with defaults and search ranges", "bench methods")
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser("augmentations", help="list the augmentation presets and batch-level switches")
+    p = _command(sub, "augmentations", "list the augmentation presets and batch-level switches", "bench augmentations")
     p.set_defaults(func=cmd_augmentations)
 
-    p = sub.add_parser("splits", help="print each split's size and positive share per label")
+    p = _command(sub, "splits", "print each split's size and positive share per label", "bench splits --task pneumoniamnist --set val_strategy=kfold")
     p.add_argument("--task", required=True, help="MedMNIST flag, e.g. breastmnist")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="val_strategy, val_fraction, split_seed or folds; repeatable")
     p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
     p.set_defaults(func=cmd_splits)
 
-    p = sub.add_parser("leaderboard", help="print the leaderboards; `leaderboard add RUN_DIR...` adds runs")
+    # usage written out: argparse shows an optional sub-command without the brackets that say so
+    p = _command(
+        sub, "leaderboard", "print the leaderboards; `leaderboard add RUN_DIR...` adds runs", "bench leaderboard --task breastmnist --format md",
+        usage="bench leaderboard [-h] [--task TASK] [--format {table,md,json}]\n                         [--leaderboard-dir DIR] [{add,init} ...]",
+    )
     p.add_argument("--task", help="one task (default: every task with a leaderboard file)")
     p.add_argument("--format", choices=("table", "md", "json"), default="table", help="output format (default table)")
-    p.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
+    p.add_argument("--leaderboard-dir", default="leaderboards", metavar="DIR", help="folder of the leaderboard files (default ./leaderboards)")
     p.set_defaults(func=cmd_leaderboard, action=None)
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
-    a = actions.add_parser("add", help="add finished run directories (seeds of one configuration become one entry)")
+    actions = p.add_subparsers(dest="action", metavar="{add,init}", prog="bench leaderboard", title="actions (optional; without one the ranking is printed)")
+    a = _command(actions, "add", "add finished run directories to their task's leaderboard (seeds of one configuration become one entry)", "bench leaderboard add runs/breastmnist/ce/*/ --leaderboard-dir runs/leaderboards")
     a.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     a.add_argument("--task", help="refuse runs of any other task")
     a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
-    a = actions.add_parser("init", help="create or refresh the files with the MedMNIST v2 reference rows (entries kept)")
+    a = _command(actions, "init", "create or refresh the files with the MedMNIST v2 reference rows (entries kept)", "bench leaderboard init --leaderboard-dir runs/leaderboards")
     a.add_argument("--task", help="one task (default: all seven)")
     a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
 
-    p = sub.add_parser("submit", help="package a finished run's weights as a submission archive")
+    p = _command(sub, "submit", "package a finished run's weights as a submission archive", "bench submit runs/breastmnist/ce/<hash> -o runs/team-a.tar --name team-a")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("-o", "--out", required=True, metavar="FILE", help="archive to write, e.g. submission.tar")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="archive to write, e.g. runs/team-a.tar")
     p.add_argument("--name", help="a label for the leaderboard (letters, digits, . _ -)")
+    p.add_argument("--allow-tuning-trial", action="store_true", help="package a tuning trial's run too (organizers only: a trial was chosen on validation data, and the test split is for final models)")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("evaluate", help="validate a submission and evaluate it on the test split (organizers)")
+    p = _command(sub, "evaluate", "validate a submission and evaluate it on the test split (organizers)", "bench evaluate runs/team-a.tar --data-root ../shared/data/medmnist --json runs/team-a.json")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--leaderboard", action="store_true", help="add the result to the task's leaderboard")
     p.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
@@ -562,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("study", help="run a study file (tune every arm, final seeds, leaderboard, report) or show where it stands")
+    p = _command(sub, "study", "run a study file (tune every arm, final seeds, leaderboard, report) or show where it stands", "bench study status studies/breastmnist.toml")
     p.set_defaults(func=cmd_study)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, text in (
@@ -570,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "done / running / left per task and arm, compute spent, expected time left (no run store needed)"),
         ("copy", "copy the study's Optuna studies from its journal (or --storage) to another storage (Optuna's copy_study)"),
     ):
-        a = actions.add_parser(action, help=text, description=text)
+        examples = {"run": "bench study run studies/breastmnist.toml --data-root ../shared/data/medmnist", "status": "bench study status studies/breastmnist.toml", "copy": "bench study copy studies/breastmnist.toml --to postgresql://bench@db.example.org/bench"}
+        a = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".", epilog=f"example:\n  {examples[action]}", formatter_class=argparse.RawDescriptionHelpFormatter)
         a.add_argument("file", metavar="FILE", help="study file, e.g. studies/breastmnist.toml")
         a.add_argument("--storage", help="Optuna storage (default: the journal <FILE stem>.journal beside FILE); a database URL or a *.journal path")
         a.add_argument("--tasks", help="only these of the file's tasks, comma-separated")
@@ -590,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--report-out", default="reports", help="folder of the rebuilt report (default ./reports)")
             a.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
 
-    p = sub.add_parser("report", help="figures and tables of the technical report, from stored results only")
+    p = _command(sub, "report", "figures and tables of the technical report, from stored results only", "bench report --runs runs -o runs/report --data-root ../shared/data/medmnist")
     p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store (default ./runs); repeat to read several together")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (default: every task with runs)")
     p.add_argument("-o", "--out", default="reports", help="output folder (default ./reports; a previous report there is replaced)")

@@ -40,15 +40,15 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def resolve(task: Task, method: type[Method], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Return the full, validated configuration for a run of `method` on `task`.
+def resolve(task: Task | None, method: type[Method], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the full, validated configuration for a run of `method` on `task` (None: without a task card's defaults).
 
     Values in `overrides` may be strings (from the command line, parsed by the declaration)
     or already-typed values (from a tuner or a stored config, validated by it).
     """
     table = param_table(method)
     config = {name: param.default for name, param in table.items()}
-    for layer in (task.defaults, method.DEFAULTS):
+    for layer in (task.defaults if task is not None else {}, method.DEFAULTS):
         for name, value in layer.items():
             if name in table:
                 config[name] = table[name].validate(value)

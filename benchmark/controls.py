@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-import torch
-import torch.nn.functional as F
-
 from .errors import BenchError
 from .hparams import Bool, Float, Int
+from .lazy import lazy_import
 from .models import head
 from .trainer import Callback, StopTraining
 
+torch = lazy_import("torch", globals())
+F = lazy_import("torch.nn.functional", globals())
+
 PARAMS = {
     "ema": Bool(False, "evaluate (and keep) an exponential moving average of the weights instead of the raw ones", search=True),
-    "ema_decay": Float(0.999, "EMA decay per step, reached after timm's warm-up (1 - (1 + step)^-2/3)", search=(0.95, 0.9999), minimum=0.0, maximum=1.0),
+    "ema_decay": Float(0.999, "EMA decay per step, reached after timm's warm-up (1 - (1 + step)^-2/3)", search=(0.95, 0.9999), minimum=0.0, maximum=1.0, needs=("ema", True)),
     "swa": Bool(False, "stochastic weight averaging: evaluate the running mean of the weights over the last swa_epochs epochs", search=True),
-    "swa_epochs": Int(10, "SWA: number of final epochs averaged (only they may be selected)", search=(5, 30), minimum=1),
+    "swa_epochs": Int(10, "SWA: number of final epochs averaged (only they may be selected)", search=(5, 30), minimum=1, needs=("swa", True)),
     "patience": Int(0, "early stopping: stop after this many epochs without a better val AUC; 0 = off", minimum=0),
     "dropout": Float(0.0, "dropout probability on the pooled features before the head", search=(0.0, 0.5), minimum=0.0, maximum=0.9),
 }

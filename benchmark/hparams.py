@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import BenchError
 
@@ -24,6 +24,20 @@ class Param:
     # False for a setting added after runs were stored: the run id hashes it only when it is set
     # away from its default, so the ids (and leaderboard entries) of earlier runs stay valid
     hash_at_default: bool = field(default=True, kw_only=True)
+    # (setting, value): the parameter acts only in configurations where that setting has that
+    # value (ema_decay only with ema=true); a study never searches it elsewhere
+    needs: tuple[str, Any] | None = field(default=None, kw_only=True)
+
+    def acts(self, config: Mapping[str, Any]) -> bool:
+        """Return whether this parameter changes anything in `config` (always, unless it `needs` a setting)."""
+        return self.needs is None or config.get(self.needs[0]) == self.needs[1]
+
+    def describe_needs(self) -> str:
+        """Return the condition in words ('' when there is none): 'only with ema=true'."""
+        if self.needs is None:
+            return ""
+        value = self.needs[1]
+        return f"only with {self.needs[0]}={str(value).lower() if isinstance(value, bool) else value}"
 
     def parse(self, text: str) -> Any:
         """Return `text` (from `--set key=text`) converted and validated."""

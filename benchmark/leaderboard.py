@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
+# the numpy flavour: the same bytes as safetensors.torch's, without importing torch to print a table
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
 
 from . import metrics
 from .errors import BenchError
@@ -258,9 +258,9 @@ def read_board(task: str, directory: str | Path = DEFAULT_DIR) -> dict[str, Any]
 def _sidecar_bytes(labels: np.ndarray, logits: np.ndarray, seeds: Sequence[int]) -> bytes:
     return save_safetensors(
         {
-            "labels": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8)),
-            "logits": torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
-            "seeds": torch.tensor(list(seeds), dtype=torch.int64),
+            "labels": np.ascontiguousarray(labels, dtype=np.uint8),
+            "logits": np.ascontiguousarray(logits, dtype=np.float32),
+            "seeds": np.asarray(list(seeds), dtype=np.int64),
         }
     )
 
@@ -275,7 +275,7 @@ def read_predictions(entry: dict[str, Any], directory: str | Path = DEFAULT_DIR)
     if hashlib.sha256(data).hexdigest() != ref.get("sha256"):
         raise BenchError(f"entry {entry.get('id')}: {path} does not match the SHA-256 the leaderboard records")
     tensors = load_safetensors(data)
-    return tensors["labels"].numpy(), tensors["logits"].numpy(), tensors["seeds"].tolist()
+    return tensors["labels"], tensors["logits"], tensors["seeds"].tolist()
 
 
 # --- building entries ----------------------------------------------------------------------

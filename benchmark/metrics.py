@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import bootstrap, norm, rankdata
-from sklearn.metrics import roc_auc_score, roc_curve
+
+# scikit-learn is imported where it is used: `bench leaderboard` prints rankings without it
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -31,6 +32,8 @@ def _as_2d(array: np.ndarray) -> np.ndarray:
 
 def per_label_auc(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
     """Return one ROC AUC per label column; NaN where a column holds a single class."""
+    from sklearn.metrics import roc_auc_score
+
     y_true, y_score = _as_2d(y_true), _as_2d(y_score)
     aucs = np.full(y_true.shape[1], np.nan)
     for j in range(y_true.shape[1]):
@@ -69,6 +72,8 @@ def two_way_pauc(y_true: np.ndarray, y_score: np.ndarray, max_fpr: float = 0.3, 
     n_pos = max(1, round(len(pos) * (1 - min_tpr)))
     n_neg = max(1, round(len(neg) * max_fpr))
     low_pos, high_neg = pos[:n_pos], neg[len(neg) - n_neg :]
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(np.r_[np.ones(n_pos), np.zeros(n_neg)], np.r_[low_pos, high_neg]))
 
 
@@ -96,6 +101,8 @@ def fpr_at_tpr(y_true: np.ndarray, y_score: np.ndarray, tpr: float = 0.95) -> fl
     better. From scikit-learn's ROC curve with every threshold kept; multi-label tasks average
     over labels (labels with a single class skipped).
     """
+    from sklearn.metrics import roc_curve
+
     y_true, y_score = _as_2d(y_true), _as_2d(y_score)
     values = []
     for j in range(y_true.shape[1]):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
-from monai.networks.nets import ResNet
+from typing import TYPE_CHECKING
 
 from .registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 ARCHITECTURES: Registry[Callable[..., torch.nn.Module]] = Registry("architecture")
 
@@ -34,6 +36,8 @@ def default_init(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _resnet18(spatial_dims: int, in_channels: int, num_outputs: int) -> torch.nn.Module:
+    from monai.networks.nets import ResNet
+
     return default_init(ResNet(
         block="basic",
         layers=[2, 2, 2, 2],

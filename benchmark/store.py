@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from .errors import BenchError
+from .lazy import lazy_import
+
+torch = lazy_import("torch", globals())
 
 PACKAGES = ("torch", "torchvision", "monai", "medmnist", "numpy", "scikit-learn", "timm", "optuna", "medauc-bench")
 RESULT = "result.json"
@@ -294,6 +295,8 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata_: Mappi
     remove_stale_temporaries(path.parent)
     fd, tmp = _temporary(path)
     os.close(fd)
+    from safetensors.torch import save_file
+
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=dict(metadata_ or {}))
         os.chmod(tmp, FILE_MODE)
@@ -306,6 +309,8 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata_: Mappi
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """Return the state dict stored in a safetensors file."""
+    from safetensors.torch import load_file
+
     return load_file(str(path))
 
 
@@ -359,7 +364,8 @@ def environment(device: torch.device, data_file: Path | None = None, data_md5: s
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
-        "data_file": str(data_file) if data_file else None,
+        # absolute: the run may be read from anywhere (bench submit's hint, a report, another machine's copy)
+        "data_file": str(Path(data_file).resolve()) if data_file else None,
         "data_md5": data_md5,
         "data_md5_verified": md5_verified,
         "command": " ".join(sys.argv),

@@ -204,10 +204,13 @@ def manifest_for(task: Task, config: dict[str, Any], weights: bytes, *, architec
     return manifest
 
 
-def package(run_dir: str | Path, out: str | Path, *, name: str | None = None) -> Path:
+def package(run_dir: str | Path, out: str | Path, *, name: str | None = None, allow_tuning_trial: bool = False) -> Path:
     """Package a finished run's selected weights as a submission archive at `out`; return `out`.
 
-    The archive is validated like any submission before it is moved into place.
+    The archive is validated like any submission before it is moved into place. A tuning
+    trial's run (one trained without a test evaluation, `result["test"]` null) is refused
+    unless `allow_tuning_trial`: `bench evaluate` would report its test AUC, and tuning
+    promises that the test split plays no part in choosing a configuration.
     """
     run_dir, out = Path(run_dir), Path(out)
     for needed in (RESULT, "config.json", WEIGHTS):
@@ -217,6 +220,11 @@ def package(run_dir: str | Path, out: str | Path, *, name: str | None = None) ->
         raise BenchError(f"{out} is a directory; give the archive's file name, e.g. -o submission.tar")
     check_file_target(out, "-o", make_parents=True)
     result = read_json(run_dir / RESULT)
+    if result.get("test") is None and not allow_tuning_trial:
+        raise BenchError(
+            f"{run_dir} is a tuning trial's run (never evaluated on the test split, which is for final models); "
+            "retrain its configuration with `bench run --set ...` and submit that run, or pass --allow-tuning-trial"
+        )
     config = read_json(run_dir / "config.json")
     env = read_json(run_dir / "environment.json") if (run_dir / "environment.json").is_file() else {}
     task = get_task(result["task"])

@@ -94,19 +94,20 @@ def get_task(flag: str) -> Task:
     return TASKS.get(flag)
 
 
-def resolve_data_root(data_root: str | os.PathLike[str] | None) -> Path:
-    """Return the data folder: the argument, else $BENCH_DATA_ROOT, else medmnist's default root."""
+def data_root_source(data_root: str | os.PathLike[str] | None) -> tuple[Path, str]:
+    """Return (the data folder, where it came from): the argument, else $BENCH_DATA_ROOT, else medmnist's default root."""
     if data_root:
-        return Path(data_root).expanduser()
+        return Path(data_root).expanduser(), "--data-root"
     env = os.environ.get("BENCH_DATA_ROOT")
     if env:
-        return Path(env).expanduser()
-    try:
-        from medmnist.info import DEFAULT_ROOT
+        return Path(env).expanduser(), "$BENCH_DATA_ROOT"
+    # medmnist.info.DEFAULT_ROOT, written out: importing medmnist imports torch (and creates the folder)
+    return Path.home() / ".medmnist", "the medmnist package's default"
 
-        return Path(DEFAULT_ROOT)
-    except Exception:  # pragma: no cover - medmnist is a dependency
-        return Path.home() / ".medmnist"
+
+def resolve_data_root(data_root: str | os.PathLike[str] | None) -> Path:
+    """Return the data folder: the argument, else $BENCH_DATA_ROOT, else medmnist's default root."""
+    return data_root_source(data_root)[0]
 
 
 def file_md5(path: Path) -> str:

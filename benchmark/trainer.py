@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
-import torch
 
-from . import metrics
 from .data import Batch, DeviceSplit
 from .hparams import Bool, Choice, Int
+from .lazy import lazy_import
 from .methods.base import Method, StepContext
+
+torch = lazy_import("torch", globals())
+metrics = lazy_import("benchmark.metrics", globals())  # SciPy and scikit-learn: only once a model is evaluated
 
 PARAMS = {
     "epochs": Int(100, "training epochs (official: 100; the learning rate decays at 50 % and 75 %)", minimum=1),
@@ -55,7 +57,7 @@ class StopTraining(Exception):
     """Raised by a callback to end training after the current epoch (early stopping, pruning)."""
 
 
-Callback = Callable[[dict[str, Any], torch.nn.Module], None]
+Callback = Callable[[dict[str, Any], "torch.nn.Module"], None]
 
 
 @dataclass
@@ -180,19 +182,19 @@ def fused_for_eval(model: torch.nn.Module) -> torch.nn.Module:
     return fused.eval()
 
 
-@torch.inference_mode()
 def predict(model: torch.nn.Module, split: DeviceSplit, batch_size: int | None = None, precision: str = "auto", fuse_bn: bool = False) -> np.ndarray:
     """Return the model's float32 logits on every row of `split`, shape (N, n_outputs), in eval mode (BatchNorm folded if `fuse_bn`)."""
-    if fuse_bn:
-        model = fused_for_eval(model)
-    was_training = model.training
-    model.eval()
-    outputs = []
-    for index in split.sequential(batch_size or eval_batch_size(split)):
-        with autocast(split.device, precision):
-            outputs.append(model(split.inputs(index)).float())
-    model.train(was_training)
-    return torch.cat(outputs).cpu().numpy()
+    with torch.inference_mode():  # a block, not the decorator: a decorator would import torch with this module
+        if fuse_bn:
+            model = fused_for_eval(model)
+        was_training = model.training
+        model.eval()
+        outputs = []
+        for index in split.sequential(batch_size or eval_batch_size(split)):
+            with autocast(split.device, precision):
+                outputs.append(model(split.inputs(index)).float())
+        model.train(was_training)
+        return torch.cat(outputs).cpu().numpy()
 
 
 def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:

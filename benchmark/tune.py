@@ -90,13 +90,16 @@ class TuneSpec:
 def search_space(method: type[Method], shared: tuple[str, ...] | list[str] = (), fixed: dict[str, Any] | None = None) -> dict[str, Param]:
     """Return {name: declaration} searched by a study of `method`.
 
-    The method's own searchable declarations, plus the shared names in `shared`, minus what
-    the user fixed. A shared name that is unknown, has no search range or is also fixed is a
-    BenchError; the ranges are the declarations' own.
+    The method's own searchable declarations that act in the fixed configuration (alm's focal
+    alpha and gamma only with base=focal), plus the shared names in `shared`, minus what the
+    user fixed. A shared name that is unknown, has no search range, is also fixed or does not
+    act in the fixed configuration is a BenchError; the ranges are the declarations' own.
     """
     table = param_table(method)
     fixed = fixed or {}
-    space: dict[str, Param] = {name: p for name, p in method.PARAMS.items() if p.searchable() and name not in fixed}
+    # task cards set only protocol defaults (epochs, batch_size), never a setting a parameter needs
+    settings = resolve(None, method, fixed)
+    space: dict[str, Param] = {name: p for name, p in method.PARAMS.items() if p.searchable() and name not in fixed and p.acts(settings)}
     for name in shared:
         if name not in table:
             raise BenchError(f"--space: unknown hyperparameter {name!r} for method {method.name!r}; valid: {', '.join(sorted(table))}")
@@ -105,6 +108,9 @@ def search_space(method: type[Method], shared: tuple[str, ...] | list[str] = (),
             raise BenchError(f"--space: {name!r} has no search range; searchable: {', '.join(searchable)}")
         if name in fixed:
             raise BenchError(f"{name!r} is both searched (--space) and fixed (--set); choose one")
+        if not table[name].acts(settings):
+            setting, value = table[name].needs
+            raise BenchError(f"--space: {name!r} acts {table[name].describe_needs()}; fix that with --set {setting}={str(value).lower() if isinstance(value, bool) else value}")
         space[name] = table[name]
     if not space:
         raise BenchError(

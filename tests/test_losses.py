@@ -15,10 +15,8 @@ from benchmark.data import Batch, ShuffleSampler
 from benchmark.data.sampling import PositiveOversampler, build_sampler
 from benchmark.errors import BenchError
 from benchmark.methods import METHODS, StepContext, TrainInfo
-from benchmark.methods.alm import AUCConstraint
-from benchmark.methods.aucm import MinMaxAUCLoss
+from benchmark.methods.losses import AUCConstraint, MinMaxAUCLoss, TwoWayPartialAUCKL
 from benchmark.methods.optim import PDSCA, PESG
-from benchmark.methods.tpauc import TwoWayPartialAUCKL
 
 torch.set_default_dtype(torch.float32)
 

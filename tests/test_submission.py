@@ -135,6 +135,19 @@ def test_packaging_is_deterministic_and_holds_what_the_manifest_says(archive: Pa
     assert again.read_bytes() == archive.read_bytes()
 
 
+def test_submit_refuses_a_tuning_trials_run_unless_told_to(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a trial's run as the tuner trains it: no test evaluation
+    result, run_dir = run(RunSpec(task="breastmnist", method="ce", overrides={"epochs": 1}, data_root=str(data_root), out=str(tmp_path / "trial"), device="cpu", verify_md5=False, evaluate_test=False))
+    assert result["test"] is None
+    out = tmp_path / "trial.tar"
+    assert main(["submit", str(run_dir), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a tuning trial's run" in err and "the test split, which is for final models" in err and "--allow-tuning-trial" in err
+    assert not out.exists()
+    assert main(["submit", str(run_dir), "-o", str(out), "--allow-tuning-trial"]) == 0
+    assert sub.load_submission(out).manifest["config"]["epochs"] == 1
+
+
 def test_submit_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["submit", str(tmp_path), "-o", str(tmp_path / "x.tar")]) == 2
     assert "not a finished run directory" in capsys.readouterr().err

@@ -24,30 +24,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import torch
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from ..errors import BenchError
 from ..hparams import Choice, Float
+from ..lazy import lazy_import
 from ..registry import Registry
 from .loader import Batch
 
-Transform = Callable[[torch.Tensor], Any]
+torch = lazy_import("torch", globals())
+v2 = lazy_import("torchvision.transforms.v2", globals())
 
-
-class RandomGamma(v2.Transform):
-    """Gamma correction x ** g with g drawn uniformly from `gamma` (torchvision has the kernel, not the random transform)."""
-
-    def __init__(self, gamma: tuple[float, float] = (0.7, 1.5)) -> None:
-        super().__init__()
-        self.gamma = gamma
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        return {"gamma": float(torch.empty(1).uniform_(*self.gamma))}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return self._call_kernel(TF.adjust_gamma, inpt, gamma=params["gamma"])
+Transform = Callable[["torch.Tensor"], Any]
 
 
 @dataclass(frozen=True)
@@ -95,6 +82,8 @@ def _elastic_2d() -> Transform:
 
 
 def _intensity_2d() -> Transform:
+    from .transforms import RandomGamma
+
     return v2.Compose([v2.ColorJitter(brightness=0.2, contrast=0.2), RandomGamma((0.7, 1.5))])
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from ..hparams import Bool, Choice
+from ..lazy import lazy_import
+
+torch = lazy_import("torch", globals())
 
 PARAMS = {
     "batch_size": Choice(128, "training mini-batch size (official: 128 for 2D, 32 for 3D)", choices=(8, 16, 32, 64, 128, 256, 512), search=(32, 64, 128)),

@@ -25,11 +25,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from ..errors import BenchError
 from ..hparams import Float
+from ..lazy import lazy_import
 from .loader import ShuffleSampler
+
+torch = lazy_import("torch", globals())
 
 PARAMS = {
     "sampling_rate": Float(

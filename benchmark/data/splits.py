@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
 from ..errors import BenchError
 from ..hparams import Choice, Float, Int
@@ -91,6 +90,8 @@ def make_folds(strategy: str, train_labels: np.ndarray, val_labels: np.ndarray, 
         return [Fold("official", np.arange(n_train), np.arange(n_train, n_train + n_val))]
     labels = np.concatenate([np.asarray(train_labels).reshape(n_train, -1), np.asarray(val_labels).reshape(n_val, -1)])
     rows = np.arange(len(labels))
+    from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
+
     try:
         if strategy == "resplit":
             splitter = StratifiedShuffleSplit(n_splits=1, test_size=int(round(val_fraction * len(labels))), random_state=split_seed)

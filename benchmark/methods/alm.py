@@ -9,56 +9,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from ..data import Batch
 from ..errors import BenchError
 from ..hparams import Choice, Float
-from .base import METHODS, Method, StepContext, TrainInfo, check_targets, register
+from ..lazy import lazy_import
+from .base import METHODS, Method, StepContext, TrainInfo, register
 from .ce import CrossEntropy
 from .focal import FocalLoss
 
-
-class AUCConstraint(torch.nn.Module):
-    """The ALM constraint terms of eq. (8) on a batch, with one multiplier lambda_j per positive training sample.
-
-    For each positive j of the batch, q_j = sum over the batch's negatives k of
-    max(0, delta - (f(x_j) - f(x_k))), f the logit; q_j = 0 for all j is the constraint "every
-    positive above every negative by delta". With P, N the batch's positives and negatives:
-
-        penalty = mu sum_j q_j^2 / (2 |P| |N|) + sum_j lambda_j q_j / (|P| |N|)
-
-    (the public code's normalisation of eq. 8 on a mini-batch; every positive's term reaches the
-    gradient, not only the last one as in that code). After the step, lambda_j += mu q_j
-    (Algorithm 1), with q_j from the same forward pass. lambda is indexed by the row in the
-    training split and starts at 0. Multi-label: one constraint per label, lambda of shape
-    (n_train, L), the penalty averaged over the labels that have both classes in the batch.
-    """
-
-    def __init__(self, n_train: int, n_labels: int, delta: float, device: torch.device) -> None:
-        super().__init__()
-        self.n_labels, self.delta = n_labels, float(delta)
-        self.register_buffer("lambdas", torch.zeros(n_train, n_labels, device=device))
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor, mu: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (penalty, q) for the batch: the constraint terms to add to F, and q_j per row and label (0 off positives)."""
-        check_targets(logits, targets, self.n_labels, "ALM constraint")
-        pos, neg = (targets == 1).float(), (targets != 1).float()
-        n_pos, n_neg = pos.sum(0), neg.sum(0)
-        active = (n_pos > 0) & (n_neg > 0)
-        if not bool(active.any()):
-            return logits.sum() * 0.0, torch.zeros_like(logits)
-        # hinge[j, k, l] = max(0, delta - (f_j - f_k)) for positive j, negative k of label l
-        hinge = torch.relu(self.delta - (logits.unsqueeze(1) - logits.unsqueeze(0))) * neg.unsqueeze(0)
-        q = hinge.sum(dim=1) * pos
-        lam = self.lambdas[index]
-        per_label = (mu * (q**2).sum(0) / 2 + (lam * q).sum(0)) / (n_pos * n_neg).clamp(min=1)
-        return per_label[active].mean(), q.detach()
-
-    @torch.no_grad()
-    def update(self, index: torch.Tensor, q: torch.Tensor, mu: float) -> None:
-        """lambda_j += mu q_j for the batch's positives (repeated rows add up)."""
-        self.lambdas.index_put_((index,), mu * q, accumulate=True)
+torch = lazy_import("torch", globals())
 
 
 @register("alm")
@@ -77,7 +36,9 @@ class AugmentedLagrangianAUC(Method):
 
     summary = "F + augmented-Lagrangian AUC constraint (Sangalli et al. NeurIPS 2021); F pretrained first"
     PARAMS = {
-        **FocalLoss.PARAMS,
+        **CrossEntropy.PARAMS,
+        # focal's own parameters do nothing when F is ce, the default: a study searches them only with base=focal
+        **{name: replace(param, needs=("base", "focal")) for name, param in FocalLoss.PARAMS.items() if name not in CrossEntropy.PARAMS},
         "base": Choice("ce", "the pointwise loss F (its lr, weight_decay, alpha, gamma above)", choices=("ce", "focal")),
         "pretrain_fraction": Float(0.5, "share of `epochs` that trains F alone before the constraint is added (rounded; >= 1 epoch each)", minimum=0.0, maximum=1.0),
         "mu0": Float(0.3, "initial penalty coefficient mu", search=(0.2, 0.3), minimum=0.0),
@@ -101,6 +62,8 @@ class AugmentedLagrangianAUC(Method):
         return min(max(1, round(fraction * epochs)), epochs - 1)
 
     def configure(self) -> None:
+        from .losses import AUCConstraint
+
         self.base = self._base(self.pretrain_epochs)
         self.constraint = AUCConstraint(self.info.n_train, self.info.n_labels, self.config["delta"], self.info.device)
         self.mu = float(self.config["mu0"])

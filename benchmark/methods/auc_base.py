@@ -15,13 +15,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from ..data import Batch
 from ..errors import BenchError
 from ..hparams import Choice, Int
+from ..lazy import lazy_import
 from ..models import reset_head
 from .base import METHODS, Method, StepContext
+
+torch = lazy_import("torch", globals())
 
 PRETRAIN_PARAMS = {
     "pretrain": Choice("none", "two-stage DAM: pointwise method trained first (then the head is reset)", choices=("none", "ce", "focal")),

@@ -8,62 +8,14 @@ LibAUC's tutorials) with `--set bsn=false`.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from ..data import Batch
 from ..hparams import Bool, Float
+from ..lazy import lazy_import
 from .auc_base import PRETRAIN_PARAMS, AUCMethod
-from .base import StepContext, check_targets, decay_milestones, register
-from .optim import PESG
+from .base import StepContext, decay_milestones, register
 
-
-class MinMaxAUCLoss(torch.nn.Module):
-    """The min-max AUC objective per label, with auxiliary a, b (primal) and alpha (dual) per label.
-
-    For one label with prior p = Pr(y = 1) and score h (Yuan et al. 2021, eq. 8):
-
-        F(w, a, b, alpha; x, y) = (1 - p) (h - a)^2 [y=1] + p (h - b)^2 [y=0]
-                                  + 2 alpha (p (1 - p) m + p h [y=0] - (1 - p) h [y=1]) - p (1 - p) alpha^2
-
-    min over (w, a, b), max over alpha of E[F] equals p (1 - p) times
-        Var(h | y=1) + Var(h | y=0) + (m - E[h | y=1] + E[h | y=0])_+^2     (AUC-M, alpha >= 0, eq. 6)
-        Var(h | y=1) + Var(h | y=0) + (m - E[h | y=1] + E[h | y=0])^2       (AUC-S, alpha free, eq. 3-5),
-    the latter being E[(m - h(x) + h(x'))^2 | y=1, y'=0], the pairwise square loss. The alpha >= 0
-    constraint is the optimizer's projection (PESG), not part of this function.
-
-    Each of the L labels is its own problem with its own a, b, alpha and p; `forward` returns
-    the L batch means of F (a batch without positives or negatives of a label is still an
-    unbiased estimate, because p is the sampling distribution's prior, not a batch count).
-    """
-
-    def __init__(self, prior: torch.Tensor, margin: float) -> None:
-        super().__init__()
-        self.register_buffer("p", prior.detach().clone().reshape(-1))
-        self.margin = float(margin)
-        self.a, self.b, self.alpha = (torch.nn.Parameter(torch.zeros_like(self.p)) for _ in range(3))
-
-    @property
-    def n_labels(self) -> int:
-        """Return the number of labels the loss was built for."""
-        return self.p.numel()
-
-    def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Return the per-label batch mean of F, shape (L,), for scores and 0/1 targets of shape (B, L)."""
-        check_targets(scores, targets, self.n_labels, "AUC min-max loss")
-        p, pos = self.p, (targets == 1).float()
-        neg = 1.0 - pos
-        value = (
-            (1 - p) * (scores - self.a) ** 2 * pos
-            + p * (scores - self.b) ** 2 * neg
-            + 2 * self.alpha * (p * (1 - p) * self.margin + p * scores * neg - (1 - p) * scores * pos)
-            - p * (1 - p) * self.alpha**2
-        )
-        return value.mean(dim=0)
-
-    def dual_preconditioner(self) -> torch.Tensor:
-        """Return 1 / (2 p (1 - p)) per label, the inverse curvature of E[F] in alpha."""
-        return 1.0 / (2 * self.p * (1 - self.p)).clamp(min=1e-6)
+torch = lazy_import("torch", globals())
+F = lazy_import("torch.nn.functional", globals())
 
 
 def batch_scores(logits: torch.Tensor, bsn: bool) -> torch.Tensor:
@@ -121,6 +73,9 @@ class AUCMargin(AUCMethod):
     project_alpha = True
 
     def configure(self) -> None:
+        from .losses import MinMaxAUCLoss
+        from .optim import PESG
+
         self.criterion = MinMaxAUCLoss(self.prior(), self.config["margin"])
         self.aux = [self.criterion.a, self.criterion.b]
         self.optimizer = PESG(

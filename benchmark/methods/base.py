@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
-import torch
 
 from ..data import Batch
 from ..hparams import Float, Param
+from ..lazy import lazy_import
 from ..registry import Registry
+
+torch = lazy_import("torch", globals())
 
 
 @dataclass

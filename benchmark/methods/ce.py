@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from ..data import Batch
 from ..hparams import Float
+from ..lazy import lazy_import
 from .base import Method, StepContext, check_targets, decay_milestones, register
+
+torch = lazy_import("torch", globals())
+F = lazy_import("torch.nn.functional", globals())
 
 
 @register("ce")

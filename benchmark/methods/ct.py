@@ -9,15 +9,15 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-import torch
-import torch.nn.functional as F
-
 from ..data import Batch
 from ..hparams import Choice, Float, Int
+from ..lazy import lazy_import
 from .auc_base import PRETRAIN_PARAMS, AUCMethod
-from .aucm import DUAL_PARAMS, MinMaxAUCLoss
+from .aucm import DUAL_PARAMS
 from .base import GRAD_CLIP, StepContext, check_targets, clamp_grads, decay_milestones, register
-from .optim import PDSCA
+
+torch = lazy_import("torch", globals())
+F = lazy_import("torch.nn.functional", globals())
 
 # chosen over the paper's grid {0.1, 0.05, 0.01} on real BreastMNIST validation AUC (see README)
 INNER_LR_DEFAULT = 0.05
@@ -102,6 +102,9 @@ class CompositionalAUC(AUCMethod):
     }
 
     def configure(self) -> None:
+        from .losses import MinMaxAUCLoss
+        from .optim import PDSCA
+
         self.criterion = MinMaxAUCLoss(self.prior(), self.config["margin"])
         self.weights = list(self.model.parameters())
         self.literal = self.config["primal_from"] == "w"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import torch
-from torchvision.ops import sigmoid_focal_loss
+from typing import TYPE_CHECKING
 
 from ..hparams import Float
 from .base import check_targets, register
 from .ce import CrossEntropy
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register("focal")
@@ -29,5 +31,7 @@ class FocalLoss(CrossEntropy):
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Return the mean alpha-balanced focal loss of `logits` against 0/1 `targets` (torchvision's)."""
+        from torchvision.ops import sigmoid_focal_loss
+
         check_targets(logits, targets, self.info.n_labels, "focal loss")
         return sigmoid_focal_loss(logits, targets, alpha=self.config["alpha"], gamma=self.config["gamma"], reduction="mean")
