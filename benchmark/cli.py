@@ -73,7 +73,7 @@ def _shown(value: Any) -> str:
 
 def _described(param: Any) -> str:
     """Return a parameter's help as `bench methods` prints it, with the setting it needs to act, if any."""
-    return f"{param.help} ({param.describe_needs()})" if param.needs else param.help
+    return f"{param.help} (only with {param.needed_setting()})" if param.needs else param.help
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

@@ -32,12 +32,12 @@ class Param:
         """Return whether this parameter changes anything in `config` (always, unless it `needs` a setting)."""
         return self.needs is None or config.get(self.needs[0]) == self.needs[1]
 
-    def describe_needs(self) -> str:
-        """Return the condition in words ('' when there is none): 'only with ema=true'."""
+    def needed_setting(self) -> str:
+        """Return the setting this parameter needs as `--set` takes it ('ema=true'); '' when it needs none."""
         if self.needs is None:
             return ""
         value = self.needs[1]
-        return f"only with {self.needs[0]}={str(value).lower() if isinstance(value, bool) else value}"
+        return f"{self.needs[0]}={str(value).lower() if isinstance(value, bool) else value}"
 
     def parse(self, text: str) -> Any:
         """Return `text` (from `--set key=text`) converted and validated."""

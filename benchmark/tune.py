@@ -109,8 +109,8 @@ def search_space(method: type[Method], shared: tuple[str, ...] | list[str] = (),
         if name in fixed:
             raise BenchError(f"{name!r} is both searched (--space) and fixed (--set); choose one")
         if not table[name].acts(settings):
-            setting, value = table[name].needs
-            raise BenchError(f"--space: {name!r} acts {table[name].describe_needs()}; fix that with --set {setting}={str(value).lower() if isinstance(value, bool) else value}")
+            needed = table[name].needed_setting()
+            raise BenchError(f"--space: {name!r} acts only with {needed}; fix that with --set {needed}")
         space[name] = table[name]
     if not space:
         raise BenchError(
