@@ -146,6 +146,8 @@ def ranking(task: str, directory: str | Path = DEFAULT_DIR) -> dict[str, Any]:
             for e in members:
                 row = _row(e, ref_auc)
                 row["baseline"] = e is baseline
+                labels, scores = _ensemble(e, directory)  # reads (and checks) every entry's logits, compared or not
+                row["auc_seed_ensemble"] = metrics.auc(labels, scores)
                 if baseline is not None and e is not baseline:
                     row["comparison"] = _comparison(e, baseline, directory, task_obj.multilabel)
                 rows.append(row)

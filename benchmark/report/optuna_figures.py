@@ -139,12 +139,18 @@ def history_figure(info: StudyInfo, color: str, label: str) -> Figure:
     The x axis carries whole trial numbers only; the best-so-far line steps at the trials that
     improved it instead of slanting between them.
     """
+    import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    with warnings.catch_warnings():
+    # optuna's plots switch matplotlib's global style to ggplot; rc_context puts it back afterwards
+    with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = ovm.plot_optimization_history(info.study, target_name="validation AUC")
+        return _restyle_history(ax, info, color, label)
+
+
+def _restyle_history(ax, info: StudyInfo, color: str, label: str) -> Figure:
     for artist in ax.collections:  # the trials' dots in the method's colour; optuna's best-value line stays
         artist.set_color(color)
     for line in ax.get_lines():
