@@ -41,7 +41,7 @@ GOLDEN = Path(__file__).parent / "golden"
 # --- a run store in the real format, written by hand with known numbers ----------------------
 
 
-def fake_run(root: Path, task: str, method: str, seed: int, *, val_auc: float, signal: float, overrides: dict | None = None, epochs: int = 4, train_auc: bool = True) -> Path:
+def fake_run(root: Path, task: str, method: str, seed: int, *, val_auc: float, signal: float, overrides: dict | None = None, epochs: int = 4, train_auc: bool = True, val_signal: float | None = None) -> Path:
     """Write a finished run directory like runner.run does; its test AUC comes from its own predictions."""
     t = get_task(task)
     cls = METHODS.get(method) if method in METHODS else METHODS.get("ce")
@@ -66,6 +66,12 @@ def fake_run(root: Path, task: str, method: str, seed: int, *, val_auc: float, s
                 rec["train/auc"] = min(1.0, 0.7 + 0.1 * e)
             f.write(json.dumps(rec) + "\n")
     save_predictions(out / "predictions_test.npz", labels, logits)
+    if val_signal is not None:  # validation predictions of the same model, and the test accuracies at their threshold (as runner.run)
+        val_labels = (np.random.default_rng(len(task) + 1).random((40, t.n_labels)) < 0.4).astype(np.int64)
+        val_labels[0], val_labels[1] = 1, 0
+        val_logits = (val_signal * (2 * val_labels - 1) + rng.normal(size=val_labels.shape)).astype(np.float32)
+        save_predictions(out / "predictions_val.npz", val_labels, val_logits)
+        test.update(metrics.val_threshold_metrics(val_labels, val_logits, labels, logits))
     write_json(
         out / "result.json",
         {"task": task, "method": method, "seed": seed, "config": config, "config_hash": h, "best_epoch": best, "epochs_run": epochs,
@@ -205,7 +211,7 @@ def test_report_writes_every_figure_and_table(trained: dict, tmp_path: Path, cap
         image = matplotlib.image.imread(out / "figures" / f"{name}.png")
         assert image.shape[0] > 300 and image.shape[1] > 500 and image.std() > 0.01  # drawn, not blank
         assert (out / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
-    for table in ("main_results", "hyperparameters"):
+    for table in ("main_results", "accuracy", "hyperparameters"):
         assert (out / "tables" / f"{table}.md").read_text().startswith("| ")
         assert r"\begin{table}" in (out / "tables" / f"{table}.tex").read_text()
     index = (out / "index.md").read_text()
@@ -447,3 +453,25 @@ def test_optuna_history_has_whole_trial_numbers_and_a_step_line(trained: dict) -
     assert list(best[0].get_ydata()) == pytest.approx(expected)
     (dots,) = [c for c in ax.collections if c.get_label() == "pruned trial (last reported)"]
     assert dots.get_offsets().tolist() == [[6.0, 0.55]]
+
+
+def test_the_accuracy_table_thresholds_on_validation(tmp_path: Path) -> None:
+    """ACC at 0.5 beside ACC and balanced ACC at the validation-chosen threshold, from runs and from a leaderboard alike."""
+    dirs = [fake_run(tmp_path / "runs", "breastmnist", "aucm", s, val_auc=0.9, signal=1.0, overrides=PROTOCOL, val_signal=1.0) for s in (0, 1)]
+    expected = {"acc": [], "acc_at_val_threshold": [], "balanced_acc_at_val_threshold": []}
+    for d in dirs:
+        with np.load(d / "predictions_val.npz") as v, np.load(d / "predictions_test.npz") as t:
+            yv, zv, yt, zt = v["labels"][:, 0], v["logits"][:, 0], t["labels"][:, 0] == 1, t["logits"][:, 0]
+        # Youden's threshold by brute force over the validation logits (highest among equals), never looking at the test split
+        best = max(np.unique(zv), key=lambda c: (np.mean(zv[yv == 1] >= c) - np.mean(zv[yv == 0] >= c), c))
+        expected["acc"].append(np.mean((1 / (1 + np.exp(-zt)) > 0.5) == yt))
+        expected["acc_at_val_threshold"].append(np.mean((zt >= best) == yt))
+        expected["balanced_acc_at_val_threshold"].append((np.mean(zt[yt] >= best) + np.mean(zt[~yt] < best)) / 2)
+    cells = [f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f} (2)" for v in expected.values()]
+    add_runs("breastmnist", dirs, tmp_path / "lb")
+    for opts in (ReportOptions(runs=tmp_path / "runs", out=tmp_path / "a", data_root=str(tmp_path / "no-data")),
+                 ReportOptions(runs=[], out=tmp_path / "b", leaderboards=tmp_path / "lb", data_root=str(tmp_path / "no-data"), runs_first=False)):
+        out, _ = build_report(opts)
+        table = (out / "tables" / "accuracy.md").read_text()
+        assert f"| BreastMNIST | aucm | 100 epochs, fp32 | {' | '.join(cells)} |" in table, table
+        assert "### Accuracy at MedMNIST's threshold" in (out / "index.md").read_text()

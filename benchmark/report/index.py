@@ -1,4 +1,4 @@
-"""index.md: the study protocol, both tables, every figure with its caption and notes, and the sources behind each cell.
+"""index.md: the study protocol, the tables, every figure with its caption and notes, and the sources behind each cell.
 
 No path of the machine that made the report is written: run stores, leaderboards and storages
 are named relative to the working folder, or by their last part when outside it.
@@ -68,6 +68,7 @@ def write_index(folder: Path, d: Loaded, missing: Sequence[str], load_notes: Seq
     if load_notes:
         lines.append("")
     lines += ["## Tables", "", "### Main results", "", tables["main_results"].markdown(), "LaTeX: [tables/main_results.tex](tables/main_results.tex)", ""]
+    lines += ["### Accuracy at MedMNIST's threshold and at the validation threshold", "", tables["accuracy"].markdown(), "LaTeX: [tables/accuracy.tex](tables/accuracy.tex)", ""]
     lines += ["### Selected hyperparameters", "", tables["hyperparameters"].markdown(), "LaTeX: [tables/hyperparameters.tex](tables/hyperparameters.tex)", ""]
     lines += ["## Figures", ""]
     for n, sec in enumerate(sections, start=1):
