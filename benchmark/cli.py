@@ -244,7 +244,21 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
         return 0
     tasks = [args.task] if args.task else (lb.tasks_with_boards(args.leaderboard_dir) or TASKS.names())
-    print(lb.render(tasks, args.format, args.leaderboard_dir))
+    if args.action == "verify":
+        from .verify import verify
+
+        checks = verify(tasks, args.leaderboard_dir, args.data_root, verify_md5=not args.no_verify)
+        for check in checks:
+            print(f"{check.task}: {check.entries} entries recomputed, {len(check.problems)} differences")
+            for problem in check.problems:
+                print(f"  {problem}")
+        found = sum(len(c.problems) for c in checks)
+        if found:
+            raise BenchError(f"leaderboard verify found {found} difference{'s' if found != 1 else ''} (listed above)")
+        return 0
+    from .ranking import render
+
+    print(render(tasks, args.format, args.leaderboard_dir))
     return 0
 
 
@@ -420,14 +434,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         check_storage(database_url(url), create=False)  # a report reads studies; it never creates a database
     out_dir = check_folder_target(Path(args.out), "-o")
     clean_stale_folders(out_dir.parent, out_dir.name)  # a killed report's staging folder
+    if args.runs is not None:
+        # runs passed explicitly are shown as they are: leaderboards only when asked for too, and never in their place
+        runs, boards, runs_first = [Path(r) for r in args.runs], args.leaderboards, True
+    else:
+        runs, boards, runs_first = [Path("runs")] if Path("runs").is_dir() else [], args.leaderboards or "leaderboards", False
     opts = ReportOptions(
-        runs=[Path(r) for r in args.runs or ["runs"]],
+        runs=runs,
         out=Path(args.out),
         tasks=args.tasks,
-        leaderboards=Path(args.leaderboards),
+        leaderboards=Path(boards) if boards is not None else None,
         data_root=args.data_root,
         verify_md5=not args.no_verify,
         storages=args.storage or [],
+        runs_first=runs_first,
     )
     out, written = build_report(opts)
     print(f"wrote {len(written)} files to {out}: {out / 'index.md'} shows every figure and table")
@@ -580,9 +600,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     a.add_argument("--task", help="refuse runs of any other task")
     a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
-    a = _command(actions, "init", "create or refresh the files with the MedMNIST v2 reference rows (entries kept)", "bench leaderboard init --leaderboard-dir runs/leaderboards")
+    a = _command(actions, "init", "create or refresh the files: the MedMNIST v2 reference rows, every entry recomputed from its stored logits", "bench leaderboard init --leaderboard-dir runs/leaderboards")
     a.add_argument("--task", help="one task (default: all seven)")
     a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
+    a = actions.add_parser("verify", help="recompute every entry's numbers from its stored logits and the data file; fail on any difference")
+    a.add_argument("--task", help="one task (default: every task with a leaderboard file)")
+    a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
+    a.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
+    a.add_argument("--no-verify", action="store_true", help="accept data files whose MD5 is not the official one")
 
     p = _command(sub, "submit", "package a finished run's weights as a submission archive", "bench submit runs/breastmnist/ce/<hash> -o runs/team-a.tar --name team-a")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -632,10 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
 
     p = _command(sub, "report", "figures and tables of the technical report, from stored results only", "bench report --runs runs -o runs/report --data-root ../shared/data/medmnist")
-    p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store (default ./runs); repeat to read several together")
+    p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store; repeat to read several together. Given: its runs alone (add --leaderboards to fill the methods it lacks). Not given: the leaderboards, with ./runs if present")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (default: every task with runs)")
     p.add_argument("-o", "--out", default="reports", help="output folder (default ./reports; a previous report there is replaced)")
-    p.add_argument("--leaderboards", default="leaderboards", help="folder of leaderboards/<task>.json (default ./leaderboards)")
+    p.add_argument("--leaderboards", metavar="DIR", help="folder of <task>.json leaderboards (default ./leaderboards when no --runs is given)")
     p.add_argument("--storage", action="append", metavar="URL", help="Optuna storage URL to read studies from; repeatable (default: the SQLite files in the run store)")
     p.add_argument("--data-root", help="folder holding <task>.npz, for the split-prevalence and augmentation figures")
     p.add_argument("--no-verify", action="store_true", help="accept data files whose MD5 is not the official one")

@@ -3,13 +3,17 @@
 One file per task holds the MedMNIST v2 reference row (from the task card) and one entry per
 (task, method, configuration without the seed): the seeds of that configuration grouped, each
 seed's test AUC, ACC, two-way pAUC and FPR at 95 % TPR recomputed from its stored test
-predictions, their mean and sd, a bootstrap CI of the mean AUC, and the provenance (data MD5,
-package versions, git commits, dates, training seconds, the fixed-architecture rule).
+predictions (and, where the runs kept their validation predictions, the accuracy and balanced
+accuracy at the threshold chosen on validation), their mean and sd, DeLong's analytic CI of the
+mean AUC, the budget (epochs, precision; `budget.py`), the command that reproduces each seed where
+this harness can, and the provenance (data MD5, package versions, git commits, dates, training
+seconds, the fixed-architecture rule). An entry with a `superseded` reason stays in the file but
+is never ranked or chosen as a baseline (`ranking.py` ranks).
 
-The per-seed test logits live in a sidecar `leaderboards/<task>/<entry>.<sha12>.safetensors`
-(labels, logits, seeds; no pickle), named by its content hash and referenced with its SHA-256 from
-the JSON, so any number on the leaderboard, and the DeLong test against the CE entry, can be
-recomputed from the committed files alone.
+The per-seed test logits (and validation labels and logits, when kept) live in a sidecar
+`leaderboards/<task>/<entry>.<sha12>.safetensors` (no pickle), named by its content hash and
+referenced with its SHA-256 from the JSON, so any number on the leaderboard, and the DeLong test
+against the CE baseline, can be recomputed from the committed files alone (`bench leaderboard verify`).
 
 Writes are deterministic (sorted keys, entries sorted by id, runs by seed, no write time
 stamps, seeded bootstrap), so regenerating from the same run store gives byte-identical files;
@@ -37,6 +41,7 @@ import numpy as np
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
+from . import budget as budgets
 from . import metrics
 from .errors import BenchError
 from .store import RESULT, atomic_write_bytes, check_folder_target, load_predictions, read_json, remove_stale_temporaries, write_json
@@ -47,24 +52,36 @@ DEFAULT_DIR = Path("leaderboards")
 MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed
 SIDECAR = re.compile(r"^[A-Za-z0-9_.-]+\.[0-9a-f]{12}\.safetensors$")
 METRICS = ("auc", "acc", "pauc", "fpr_at_95tpr")
+VAL_THRESHOLD_METRICS = ("acc_at_val_threshold", "balanced_acc_at_val_threshold")
 # the CI is part of the record, so its settings are fixed and written into every file
-CI_CONFIDENCE, CI_RESAMPLES, CI_SEED = 0.95, 1000, 0
+CI_CONFIDENCE = 0.95
 STATISTICS = {
     "metrics": {
         "auc": "ROC AUC of the sigmoid score; mean of per-label AUCs for multi-label tasks (MedMNIST)",
-        "acc": "accuracy of score > 0.5, mean over labels (MedMNIST)",
+        "acc": "accuracy of score > 0.5, mean over labels (MedMNIST's official ACC)",
         "pauc": "two-way partial AUC, FPR <= 0.3 and TPR >= 0.7 (LibAUC pauc_roc_score), mean over labels",
         "fpr_at_95tpr": "lowest FPR with TPR >= 0.95, mean over labels (lower is better)",
+        "acc_at_val_threshold": "test accuracy of logit >= the threshold chosen on the validation split by Youden's J "
+        "(max TPR - FPR over the validation logits; per label); the test split never chooses it; absent where the runs kept no validation predictions",
+        "balanced_acc_at_val_threshold": "test balanced accuracy ((TPR + TNR) / 2, mean over labels) at the same validation threshold",
     },
     "mean_sd": "mean and sample sd (ddof 1) over seeds; sd null for one seed",
     "ci95": {
-        "what": "percentile bootstrap CI of the seed-mean test AUC, resampling test cases (the same cases for every seed; binary tasks stratified by class)",
+        "what": "analytic 95 % CI of the seed-mean test AUC over test cases: DeLong's variance of the mean of the seeds' correlated AUCs "
+        "(binary tasks; for one seed DeLong's interval of its AUC, as pROC's ci.auc), the per-case influence form for the label mean "
+        "on multi-label tasks; mean +/- 1.96 se clipped to [0, 1]; no resampling, so it does not depend on any seed",
         "confidence": CI_CONFIDENCE,
-        "n_resamples": CI_RESAMPLES,
-        "seed": CI_SEED,
     },
-    "delong": "two-sided DeLong test of the entry's seed-ensemble (mean logits over seeds) against the CE "
-    "entry's on the same test cases; binary tasks only; computed by `bench leaderboard`, not stored",
+    "comparison": "computed by `bench leaderboard`, not stored: each ranked entry against the baseline of its budget, one quantity: "
+    "the AUC of the entry's seed-averaged logits minus the baseline's (paired, same test cases), its DeLong 95 % CI and the two-sided "
+    "DeLong p-value of that difference (binary tasks only), and the p-value Holm-adjusted over all comparisons on the task",
+    "budget": "epochs and the precision computed in (config precision, `auto` resolved by the run's device: bf16 on CUDA, fp32 on CPU); "
+    "entries of different budgets are never ranked together. The protocol budget is the task card's epochs in fp32",
+    "hyperparameters": "defaults: every setting but the compute ones (epochs, precision, compile, memory format, evaluation switches) "
+    "equals the method's defaults on the task in the harness that wrote the entry; tuned: some setting differs",
+    "baseline": "per budget, the `ce` run entry of that budget that is not superseded, preferring defaults, then more seeds, then the "
+    "smallest id; chosen without test numbers. At the protocol budget this is the task's comparison baseline",
+    "superseded": "an entry with a `superseded` reason is kept for the record but never ranked nor chosen as a baseline",
     "fixed_architecture": "the task card's architecture, trained from scratch (no pretrained weights)",
 }
 
@@ -90,6 +107,8 @@ class SeedResult:
     packages: dict[str, str | None] = field(default_factory=dict)
     entry_id: str = ""
     name: str | None = None  # a submission's label
+    val_labels: np.ndarray | None = None  # (Nv, L): validation labels of the same model, where kept
+    val_logits: np.ndarray | None = None  # (Nv, L)
 
     def __post_init__(self) -> None:
         if not self.entry_id:
@@ -159,6 +178,18 @@ def read_run(run_dir: str | Path) -> SeedResult:
         raise BenchError(f"{run_dir}: result.json says test AUC {stored}, its predictions give {recomputed}")
     env_path = run_dir / "environment.json"
     env = read_json(env_path) if env_path.is_file() else {}
+    val_labels = val_logits = None
+    val_path = run_dir / "predictions_val.npz"
+    # a refit run's validation predictions are the selection model's, not the tested one's: no threshold from them
+    if val_path.is_file() and result.get("val_strategy", result["config"].get("val_strategy")) != "refit":
+        try:
+            val_labels, val_logits = load_predictions(val_path)
+        except Exception as exc:  # numpy raises several types for a damaged npz
+            raise BenchError(f"{val_path} could not be read ({exc})") from None
+        val_labels = np.asarray(val_labels).reshape(len(val_labels), -1)
+        val_logits = np.asarray(val_logits, dtype=np.float32).reshape(len(val_logits), -1)
+        if val_labels.shape != val_logits.shape or val_labels.shape[1] != labels.shape[1]:
+            raise BenchError(f"{val_path}: labels {val_labels.shape} and logits {val_logits.shape} are not one (N, {labels.shape[1]}) shape")
     record = {
         "run_id": result.get("config_hash"),
         "best_epoch": result.get("best_epoch"),
@@ -182,6 +213,8 @@ def read_run(run_dir: str | Path) -> SeedResult:
         data_md5_verified=result.get("data_md5_verified"),
         record=record,
         packages=dict(env.get("packages") or {}),
+        val_labels=val_labels,
+        val_logits=val_logits,
     )
 
 
@@ -255,18 +288,19 @@ def read_board(task: str, directory: str | Path = DEFAULT_DIR) -> dict[str, Any]
     return board
 
 
-def _sidecar_bytes(labels: np.ndarray, logits: np.ndarray, seeds: Sequence[int]) -> bytes:
-    return save_safetensors(
-        {
-            "labels": np.ascontiguousarray(labels, dtype=np.uint8),
-            "logits": np.ascontiguousarray(logits, dtype=np.float32),
-            "seeds": np.asarray(list(seeds), dtype=np.int64),
-        }
-    )
+def _sidecar_bytes(labels: np.ndarray, logits: np.ndarray, seeds: Sequence[int], val: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
+    tensors = {
+        "labels": np.ascontiguousarray(labels, dtype=np.uint8),
+        "logits": np.ascontiguousarray(logits, dtype=np.float32),
+        "seeds": np.asarray(list(seeds), dtype=np.int64),
+    }
+    if val is not None:  # (S, Nv, L) each: the validation split may differ between seeds only in principle
+        tensors["val_labels"] = np.ascontiguousarray(val[0], dtype=np.uint8)
+        tensors["val_logits"] = np.ascontiguousarray(val[1], dtype=np.float32)
+    return save_safetensors(tensors)
 
 
-def read_predictions(entry: dict[str, Any], directory: str | Path = DEFAULT_DIR) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Return (labels (N, L), logits (S, N, L), seeds) of an entry from its sidecar, after checking its SHA-256."""
+def _sidecar(entry: dict[str, Any], directory: str | Path) -> dict[str, np.ndarray]:
     ref = entry.get("predictions") or {}
     path = Path(directory) / ref.get("file", "")
     if not ref or not path.is_file():
@@ -274,15 +308,28 @@ def read_predictions(entry: dict[str, Any], directory: str | Path = DEFAULT_DIR)
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != ref.get("sha256"):
         raise BenchError(f"entry {entry.get('id')}: {path} does not match the SHA-256 the leaderboard records")
-    tensors = load_safetensors(data)
+    return dict(load_safetensors(data))
+
+
+def read_predictions(entry: dict[str, Any], directory: str | Path = DEFAULT_DIR) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Return (labels (N, L), logits (S, N, L), seeds) of an entry from its sidecar, after checking its SHA-256."""
+    tensors = _sidecar(entry, directory)
     return tensors["labels"], tensors["logits"], tensors["seeds"].tolist()
+
+
+def read_val_predictions(entry: dict[str, Any], directory: str | Path = DEFAULT_DIR) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return (validation labels (S, Nv, L), validation logits (S, Nv, L)) of an entry's seeds, or None when its runs kept none."""
+    tensors = _sidecar(entry, directory)
+    if "val_logits" not in tensors:
+        return None
+    return tensors["val_labels"], tensors["val_logits"]
 
 
 # --- building entries ----------------------------------------------------------------------
 
 
-def _mean_sd(values: Sequence[float]) -> dict[str, Any]:
-    array = np.asarray(values, dtype=np.float64)
+def _mean_sd(values: Sequence[float | None]) -> dict[str, Any]:
+    array = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     return {
         "mean": float(np.mean(array)),
         "sd": float(np.std(array, ddof=1)) if len(array) > 1 else None,
@@ -302,12 +349,28 @@ def build_entry(task: Task, results: Sequence[SeedResult], sources: dict[int, st
         if r.labels.shape != labels.shape or not np.array_equal(r.labels, labels):
             raise BenchError(f"entry {first.entry_id}: seed {r.seed} was tested on other labels than seed {first.seed}")
     logits = np.stack([r.logits for r in results]).astype(np.float32)
+    # validation predictions count only when every seed kept them, so every seed has the same metrics
+    with_val = all(r.val_logits is not None for r in results)
+    val = None
+    if with_val:
+        shapes = {r.val_logits.shape for r in results}
+        if len(shapes) != 1:
+            raise BenchError(f"entry {first.entry_id}: its seeds' validation predictions differ in shape ({sorted(shapes)})")
+        val = (np.stack([r.val_labels for r in results]), np.stack([r.val_logits for r in results]).astype(np.float32))
     runs = []
-    for r in results:
-        runs.append({"seed": r.seed, "source": sources[r.seed], "test": metrics.leaderboard_metrics(r.labels, r.logits), **r.record})
-    test: dict[str, Any] = {key: _mean_sd([run["test"][key] for run in runs]) for key in METRICS}
-    low, high = metrics.bootstrap_auc_ci(labels, logits, confidence=CI_CONFIDENCE, n_resamples=CI_RESAMPLES, seed=CI_SEED)
+    for i, r in enumerate(results):
+        test_metrics = metrics.leaderboard_metrics(r.labels, r.logits, (val[0][i], val[1][i]) if val is not None else None)
+        record = dict(r.record)
+        if r.kind == "run" and "command" not in record:  # a stored seed keeps the command recorded when it was added
+            record["command"] = budgets.reproducing_command(task.flag, r.method, r.seed, r.config, r.record.get("device"))
+        if val is not None:
+            record["val_threshold"] = metrics.thresholds_record(val[0][i], val[1][i])
+        runs.append({"seed": r.seed, "source": sources[r.seed], "test": test_metrics, **record})
+    keys = METRICS + (VAL_THRESHOLD_METRICS if with_val else ())
+    test: dict[str, Any] = {key: _mean_sd([run["test"][key] for run in runs]) for key in keys}
+    low, high = metrics.auc_mean_ci(labels, logits, confidence=CI_CONFIDENCE)
     test["auc"]["ci95"] = [low, high]
+    budget = budgets.budget_of(first.config, [r.record.get("device") for r in results])
     packages: dict[str, list[str]] = {}
     for r in results:
         for name, version in r.packages.items():
@@ -315,7 +378,7 @@ def build_entry(task: Task, results: Sequence[SeedResult], sources: dict[int, st
                 packages.setdefault(name, []).append(version)
     seconds = [r.record.get("train_seconds") for r in results if r.record.get("train_seconds") is not None]
     dates = _distinct(r.record.get("date") for r in results)
-    sidecar = _sidecar_bytes(labels, logits, [r.seed for r in results])
+    sidecar = _sidecar_bytes(labels, logits, [r.seed for r in results], val)
     digest = hashlib.sha256(sidecar).hexdigest()
     entry = {
         "id": first.entry_id,
@@ -330,6 +393,7 @@ def build_entry(task: Task, results: Sequence[SeedResult], sources: dict[int, st
         "fixed_architecture": first.architecture == task.architecture and not first.pretrained,
         "seeds": [r.seed for r in results],
         "n_seeds": len(results),
+        "budget": {**budget.as_json(), "hyperparameters": budgets.hyperparameters(task.flag, first.method, first.config)},
         "runs": runs,
         "test": test,
         "n_test": int(labels.shape[0]),
@@ -345,13 +409,37 @@ def build_entry(task: Task, results: Sequence[SeedResult], sources: dict[int, st
     return entry, sidecar
 
 
+def _carry_provenance(old: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Keep what an entry recorded when it was written that a rebuild cannot recompute: package versions seen, the defaults verdict, a superseded reason."""
+    for name, versions in old.get("packages", {}).items():
+        entry["packages"][name] = sorted(set(entry["packages"].get(name, [])) | set(versions))
+    entry["packages"] = dict(sorted(entry["packages"].items()))
+    if "hyperparameters" in (old.get("budget") or {}):
+        entry["budget"]["hyperparameters"] = old["budget"]["hyperparameters"]
+    if old.get("superseded"):
+        entry["superseded"] = old["superseded"]
+
+
+def rebuild_entry(task: Task, entry: dict[str, Any], directory: str | Path) -> tuple[dict[str, Any], bytes]:
+    """Return (entry, sidecar bytes) recomputed from an entry's stored logits and records, with its provenance kept.
+
+    What `bench leaderboard init` writes back and `bench leaderboard verify` compares with the file.
+    """
+    seeds = _existing_seeds(entry, Path(directory), task.flag)
+    sources = {run["seed"]: run.get("source", "run") for run in entry["runs"]}
+    fresh, sidecar = build_entry(task, seeds, sources)
+    _carry_provenance(entry, fresh)
+    return fresh, sidecar
+
+
 def _existing_seeds(entry: dict[str, Any], directory: Path, task: str) -> list[SeedResult]:
     """Return the SeedResults already stored for an entry, rebuilt from its JSON and sidecar."""
     labels, logits, seeds = read_predictions(entry, directory)
+    val = read_val_predictions(entry, directory)
     by_seed = {run["seed"]: run for run in entry["runs"]}
     out = []
     for i, seed in enumerate(seeds):
-        run = {k: v for k, v in by_seed[seed].items() if k not in ("seed", "test", "source")}
+        run = {k: v for k, v in by_seed[seed].items() if k not in ("seed", "test", "source", "val_threshold")}
         out.append(
             SeedResult(
                 kind=entry["kind"],
@@ -368,6 +456,8 @@ def _existing_seeds(entry: dict[str, Any], directory: Path, task: str) -> list[S
                 packages={},  # re-merged below from the stored entry
                 entry_id=entry["id"],
                 name=entry.get("name"),
+                val_labels=val[0][i] if val is not None else None,
+                val_logits=val[1][i] if val is not None else None,
             )
         )
     return out
@@ -491,13 +581,11 @@ def add_results(task: str, results: Sequence[SeedResult], directory: str | Path 
         for entry_id, group in sorted(groups.items()):
             merged: dict[int, SeedResult] = {}
             sources: dict[int, str] = {}
-            packages_before: dict[str, list[str]] = {}
             old = entries.get(entry_id)
             if old is not None:
                 for r in _existing_seeds(old, directory, task_obj.flag):
                     merged[r.seed] = r
                     sources[r.seed] = next((run.get("source") for run in old["runs"] if run["seed"] == r.seed), source)
-                packages_before = old.get("packages", {})
                 stale.append(directory / old["predictions"]["file"])
                 if old.get("data_md5") != group[0].data_md5:
                     raise BenchError(
@@ -510,9 +598,8 @@ def add_results(task: str, results: Sequence[SeedResult], directory: str | Path 
                 merged[r.seed] = r
                 sources[r.seed] = source
             entry, sidecar = build_entry(task_obj, list(merged.values()), sources)
-            for name, versions in packages_before.items():
-                entry["packages"][name] = sorted(set(entry["packages"].get(name, [])) | set(versions))
-            entry["packages"] = dict(sorted(entry["packages"].items()))
+            if old is not None:
+                _carry_provenance(old, entry)
             entries[entry_id] = entry
             new_files.append((directory / entry["predictions"]["file"], sidecar))
         board = empty_board(task_obj)
@@ -547,159 +634,34 @@ def add_runs(task: str | None, run_dirs: Sequence[str | Path], leaderboard_dir: 
 
 
 def init_boards(tasks: Sequence[str], directory: str | Path = DEFAULT_DIR) -> list[Path]:
-    """Create or refresh the leaderboard files of `tasks` (reference rows from the cards, entries kept); return their paths."""
+    """Create or refresh the leaderboard files of `tasks`; return their paths.
+
+    The reference rows are rewritten from the task cards, and every entry is recomputed from its
+    stored logits with this harness's statistics (`rebuild_entry`), keeping its provenance.
+    """
     paths = []
+    directory = Path(directory)
     check_folder_target(directory, "--leaderboard-dir")
     for flag in tasks:
         task = get_task(flag)
         with locked(flag, directory):
             board = read_board(flag, directory)
             fresh = empty_board(task)
-            fresh["entries"] += sorted((e for e in board["entries"] if not e.get("reference")), key=lambda e: e["id"])
+            rebuilt = [rebuild_entry(task, e, directory) for e in sorted((e for e in board["entries"] if not e.get("reference")), key=lambda e: e["id"])]
+            for entry, sidecar in rebuilt:
+                path = directory / entry["predictions"]["file"]
+                if not path.is_file() or path.read_bytes() != sidecar:
+                    atomic_write_bytes(path, sidecar)
+            fresh["entries"] += [entry for entry, _ in rebuilt]
             write_json(leaderboard_path(flag, directory), fresh)
-            _remove_unreferenced(Path(directory), flag, {Path(directory) / e["predictions"]["file"] for e in fresh["entries"] if e.get("predictions")})
+            _remove_unreferenced(directory, flag, {directory / e["predictions"]["file"] for e in fresh["entries"] if e.get("predictions")})
         paths.append(leaderboard_path(flag, directory))
     return paths
 
 
-# --- ranking ---------------------------------------------------------------------------------
-
-
-def baseline_entry(entries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Return the CE entry the others are compared with: the `ce` run entry with the most seeds (then the smallest id).
-
-    Chosen without looking at test numbers, so the baseline cannot be cherry-picked.
-    """
-    ce = [e for e in entries if not e.get("reference") and e.get("method") == "ce" and e.get("kind") == "run"]
-    return min(ce, key=lambda e: (-e["n_seeds"], e["id"])) if ce else None
-
-
-def _ensemble(entry: dict[str, Any], directory: Path) -> tuple[np.ndarray, np.ndarray]:
-    labels, logits, _ = read_predictions(entry, directory)
-    return labels, logits.mean(axis=0)
-
-
-def ranking(task: str, directory: str | Path = DEFAULT_DIR) -> list[dict[str, Any]]:
-    """Return the task's rows ranked by mean test AUC (best first), with deltas and DeLong p-values.
-
-    Each row: rank, id, kind, method, seeds, auc (mean), auc_sd, ci_low, ci_high, delta_ref,
-    delta_ce, p_delong (vs the CE entry; None for the CE entry itself, multi-label tasks or
-    entries on other test labels), acc, pauc, fpr_at_95tpr, fixed_architecture.
-    """
-    directory = Path(directory)
-    task_obj = get_task(task)
-    with locked(task, directory, shared=True):
-        board = read_board(task, directory)
-        entries = board["entries"]
-        reference = next((e for e in entries if e.get("reference")), None)
-        ref_auc = reference["test"]["auc"]["mean"] if reference else None
-        baseline = baseline_entry(entries)
-        base_labels = base_scores = None
-        if baseline is not None and not task_obj.multilabel:
-            base_labels, base_scores = _ensemble(baseline, directory)
-        rows = []
-        for e in entries:
-            test = e.get("test", {})
-            auc = test.get("auc", {}).get("mean")
-            ci = test.get("auc", {}).get("ci95") or [None, None]
-            p_value = None
-            if base_scores is not None and not e.get("reference") and e is not baseline:
-                labels, scores = _ensemble(e, directory)
-                if labels.shape == base_labels.shape and np.array_equal(labels, base_labels):
-                    p_value = metrics.delong_test(labels, scores, base_scores).p_value
-            rows.append(
-                {
-                    "id": e["id"],
-                    "kind": e["kind"],
-                    "name": e.get("name") or e.get("model"),
-                    "method": e.get("method", "-"),
-                    "seeds": e.get("n_seeds"),
-                    "auc": auc,
-                    "auc_sd": test.get("auc", {}).get("sd"),
-                    "ci_low": ci[0],
-                    "ci_high": ci[1],
-                    "delta_ref": None if auc is None or ref_auc is None or e.get("reference") else auc - ref_auc,
-                    "delta_ce": None if baseline is None or e.get("reference") or e is baseline or auc is None else auc - baseline["test"]["auc"]["mean"],
-                    "p_delong": p_value,
-                    "baseline": e is baseline,
-                    "acc": test.get("acc", {}).get("mean"),
-                    "pauc": test.get("pauc", {}).get("mean"),
-                    "fpr_at_95tpr": test.get("fpr_at_95tpr", {}).get("mean"),
-                    "fixed_architecture": e.get("fixed_architecture"),
-                    "data_md5_verified": e.get("data_md5_verified", True),
-                }
-            )
-    rows.sort(key=lambda r: (-(r["auc"] if r["auc"] is not None and math.isfinite(r["auc"]) else -math.inf), r["id"]))
-    for i, row in enumerate(rows, 1):
-        row["rank"] = i
-    return rows
-
-
-def _cell(value: Any, digits: int = 3, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    if isinstance(value, float):
-        return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-    return str(value)
-
-
-def display_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Return (column titles, text cells) of a ranking for the table and markdown formats."""
-    columns = ["#", "entry", "method", "seeds", "test AUC", "95% CI", "vs ref", "vs CE", "p DeLong", "ACC", "pAUC", "FPR@95TPR", "fixed arch"]
-    cells = []
-    for r in rows:
-        label = r["id"] + (" (reference)" if r["kind"] == "reference" else "") + (" (CE baseline)" if r["baseline"] else "")
-        if r["kind"] == "submission":
-            label += f" [submission{': ' + r['name'] if r['name'] else ''}]"
-        if r.get("data_md5_verified") is False:
-            label += " [unofficial data]"
-        auc = _cell(r["auc"]) + (f" +/- {_cell(r['auc_sd'])}" if r["auc_sd"] is not None else "")
-        ci = f"[{_cell(r['ci_low'])}, {_cell(r['ci_high'])}]" if r["ci_low"] is not None else "-"
-        p = "-" if r["p_delong"] is None else (f"{r['p_delong']:.3g}")
-        cells.append(
-            [str(r["rank"]), label, str(r["method"]), _cell(r["seeds"]), auc, ci, _cell(r["delta_ref"], signed=True), _cell(r["delta_ce"], signed=True), p, _cell(r["acc"]), _cell(r["pauc"]), _cell(r["fpr_at_95tpr"]), _cell(r["fixed_architecture"])]
-        )
-    return columns, cells
-
-
-def format_table(columns: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
-    """Return an aligned plain-text table."""
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
-def format_markdown(columns: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
-    """Return a GitHub-flavoured markdown table."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in cells]
-    return "\n".join(lines)
+# --- listing --------------------------------------------------------------------------------
 
 
 def tasks_with_boards(directory: str | Path = DEFAULT_DIR) -> list[str]:
     """Return the registered tasks that have a leaderboard file in `directory`, in study order."""
     return [flag for flag in TASKS if leaderboard_path(flag, directory).is_file()]
-
-
-FOOTNOTE = (
-    "test AUC: mean +/- sd over seeds; 95% CI: bootstrap over test cases; vs ref: minus the MedMNIST v2 "
-    "number; vs CE / p DeLong: against the CE baseline entry (seed-averaged logits, binary tasks only)."
-)
-
-
-def render(tasks: Sequence[str], fmt: str = "table", directory: str | Path = DEFAULT_DIR) -> str:
-    """Return the rankings of `tasks` as text: an aligned table, markdown, or JSON (the full rows)."""
-    rankings = {task: ranking(task, directory) for task in tasks}
-    if fmt == "json":
-        return json.dumps(rankings, sort_keys=True, indent=2)
-    blocks = []
-    for task, rows in rankings.items():
-        columns, cells = display_rows(rows)
-        if fmt == "md":
-            blocks.append(f"### {task}\n\n{format_markdown(columns, cells)}")
-        else:
-            blocks.append(f"{task}\n{format_table(columns, cells)}")
-    return "\n\n".join(blocks) + "\n\n" + FOOTNOTE

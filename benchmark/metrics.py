@@ -4,7 +4,10 @@ AUC: scikit-learn's roc_auc_score on the positive-class score; for multi-label t
 mean of the per-label AUCs. ACC: the score thresholded at 0.5; for multi-label tasks the
 mean of the per-label accuracies (MedMNIST's getACC). pAUC: the two-way partial AUC of the
 tpAUC papers, in the region FPR <= 0.3 and TPR >= 0.7 (LibAUC's pauc_roc_score), mean over labels.
-For leaderboards: FPR at 95 % TPR, DeLong's test of two correlated AUCs and a bootstrap CI of the mean AUC.
+Thresholded at the validation split: accuracy and balanced accuracy with the threshold chosen
+on validation logits by Youden's J (the test split never chooses it).
+For leaderboards: FPR at 95 % TPR, DeLong's test of two correlated AUCs, DeLong's analytic CI of
+the seed-mean AUC, Holm's adjustment of several p-values, and a bootstrap CI of the mean AUC.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy.stats import bootstrap, norm, rankdata
@@ -113,10 +117,78 @@ def fpr_at_tpr(y_true: np.ndarray, y_score: np.ndarray, tpr: float = 0.95) -> fl
     return float(np.mean(values)) if values else float("nan")
 
 
-def leaderboard_metrics(y_true: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    """Return {'auc', 'acc', 'pauc', 'fpr_at_95tpr'} of the logits on a split: what a leaderboard entry records per seed."""
+# --- thresholds chosen on the validation split ---------------------------------------------
+
+
+def youden_thresholds(y_val: np.ndarray, logits_val: np.ndarray) -> np.ndarray:
+    """Return one logit threshold per label, chosen on validation predictions by Youden's J.
+
+    J = TPR - FPR (= 2 x balanced accuracy - 1) is maximised over scikit-learn's ROC thresholds
+    (each a validation logit; "positive" means logit >= threshold; roc_curve's leading +inf,
+    everything negative, is left out); among equal J the highest threshold (the first in roc_curve's order). Logits rather than sigmoid scores, so scores that
+    saturate to 1.0 in floating point stay apart. NaN for a label whose validation rows hold one class.
+    """
+    from sklearn.metrics import roc_curve
+
+    y_val, logits_val = _as_2d(y_val), _as_2d(np.asarray(logits_val, dtype=np.float64))
+    out = np.full(y_val.shape[1], np.nan)
+    for j in range(y_val.shape[1]):
+        if len(np.unique(y_val[:, j])) == 2:
+            fpr, tpr, thresholds = roc_curve(y_val[:, j], logits_val[:, j], drop_intermediate=False)
+            out[j] = thresholds[1 + int(np.argmax((tpr - fpr)[1:]))]
+    return out
+
+
+def threshold_metrics(thresholds: np.ndarray, y_true: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    """Return {'acc', 'balanced_acc'} of `logits >= thresholds` (one threshold per label), each the mean over labels.
+
+    Labels without a threshold (NaN) or with one class on this split (balanced accuracy) are skipped;
+    NaN when none is left.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    y_true, logits = _as_2d(y_true), _as_2d(np.asarray(logits, dtype=np.float64))
+    thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    accs, balanced = [], []
+    for j, t in enumerate(thresholds):
+        if math.isnan(t):
+            continue
+        predicted = logits[:, j] >= t
+        accs.append(float(np.mean(predicted == (y_true[:, j] == 1))))
+        if len(np.unique(y_true[:, j])) == 2:
+            balanced.append(float(balanced_accuracy_score(y_true[:, j] == 1, predicted)))
+    return {"acc": float(np.mean(accs)) if accs else float("nan"), "balanced_acc": float(np.mean(balanced)) if balanced else float("nan")}
+
+
+def val_threshold_metrics(y_val: np.ndarray, logits_val: np.ndarray, y_test: np.ndarray, logits_test: np.ndarray) -> dict[str, float]:
+    """Return {'acc_at_val_threshold', 'balanced_acc_at_val_threshold'} on the test split.
+
+    The thresholds come from the validation predictions alone (`youden_thresholds`); the test
+    predictions are only scored with them.
+    """
+    scored = threshold_metrics(youden_thresholds(y_val, logits_val), y_test, logits_test)
+    return {"acc_at_val_threshold": scored["acc"], "balanced_acc_at_val_threshold": scored["balanced_acc"]}
+
+
+def thresholds_record(y_val: np.ndarray, logits_val: np.ndarray) -> list[float | None]:
+    """Return the validation-chosen thresholds as stored beside the metrics: one logit per label, None where undefined."""
+    return [float(t) if math.isfinite(t) else None for t in youden_thresholds(y_val, logits_val)]
+
+
+def leaderboard_metrics(y_true: np.ndarray, logits: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """Return what a leaderboard entry records per seed on the test split: {'auc', 'acc', 'pauc', 'fpr_at_95tpr'}.
+
+    With `val` = (validation labels, validation logits) of the same model, also the accuracy and
+    balanced accuracy at the threshold chosen on validation (`val_threshold_metrics`).
+    """
     scores = sigmoid(logits)
-    return {**evaluate(y_true, logits), "fpr_at_95tpr": fpr_at_tpr(y_true, scores, 0.95)}
+    out = {**evaluate(y_true, logits), "fpr_at_95tpr": fpr_at_tpr(y_true, scores, 0.95)}
+    if val is not None:
+        out.update(val_threshold_metrics(val[0], val[1], y_true, logits))
+    return out
+
+
+# --- DeLong: AUC intervals and comparisons ----------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -176,6 +248,71 @@ def delong_test(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) ->
         return DeLongResult(float(aucs[0]), float(aucs[1]), 0.0, 0.0 if diff == 0 else math.copysign(math.inf, diff), 1.0 if diff == 0 else 0.0)
     z = diff / math.sqrt(variance)
     return DeLongResult(float(aucs[0]), float(aucs[1]), math.sqrt(variance), z, float(2 * norm.sf(abs(z))))
+
+
+def auc_mean_ci(y_true: np.ndarray, logits_per_seed: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Return the analytic CI of the seed-mean test AUC over test cases: mean +/- z se, clipped to [0, 1].
+
+    Binary tasks: DeLong's variance of a linear combination of correlated AUCs (DeLong, DeLong &
+    Clarke-Pearson 1988), the contrast (1/S, ..., 1/S) over the S seeds' AUCs on the same cases,
+    i.e. 1' C 1 / S^2 with C = S10 / m + S01 / n; for one seed, DeLong's interval of that AUC.
+    Multi-label tasks (the task AUC is the mean of per-label AUCs): each case's DeLong component
+    per label and seed, (V10 - AUC) / m where the case is positive for that label and (V01 - AUC) / n
+    where negative, averaged over labels and seeds; the variance of the sum over cases is
+    N / (N - 1) times the sum of squares, treating cases as independent (the influence-curve
+    form of LeDell et al., EJS 2015), so correlations between labels are counted. No resampling:
+    the interval is a function of the predictions alone. Scores are sigmoid(logits), as the AUC.
+    """
+    y_true = _as_2d(y_true)
+    n_cases = len(y_true)
+    scores = sigmoid(np.asarray(logits_per_seed, dtype=np.float64).reshape(len(logits_per_seed), n_cases, -1))
+    z = float(norm.ppf(0.5 + confidence / 2))
+    labels = [j for j in range(y_true.shape[1]) if len(np.unique(y_true[:, j])) == 2]
+    if not labels:
+        return float("nan"), float("nan")
+    if y_true.shape[1] == 1:
+        aucs, v10, v01 = delong_components(y_true[:, 0], scores[:, :, 0])
+        mean, variance = float(aucs.mean()), float(delong_covariance(v10, v01).mean())
+    else:
+        component = np.zeros(n_cases)
+        per_label = []
+        for j in labels:
+            positive = y_true[:, j] == 1
+            aucs, v10, v01 = delong_components(y_true[:, j], scores[:, :, j])
+            m, n = int(positive.sum()), int((~positive).sum())
+            phi = np.zeros((len(aucs), n_cases))
+            phi[:, positive] = (v10 - aucs[:, None]) / m
+            phi[:, ~positive] = (v01 - aucs[:, None]) / n
+            component += phi.mean(axis=0) / len(labels)
+            per_label.append(aucs)
+        mean = float(np.mean(per_label))
+        variance = n_cases / (n_cases - 1) * float(np.sum(component**2))
+    half = z * math.sqrt(max(variance, 0.0))
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+def difference_ci(result: DeLongResult, confidence: float = 0.95) -> tuple[float, float]:
+    """Return the Wald CI of AUC_a - AUC_b from a DeLong test: the difference +/- z times its DeLong standard error."""
+    z = float(norm.ppf(0.5 + confidence / 2))
+    diff = result.auc_a - result.auc_b
+    return diff - z * result.se, diff + z * result.se
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Return Holm's step-down adjusted p-values (Holm, Scand. J. Statist. 1979), in the order given.
+
+    With the m p-values sorted, p_(i) becomes max over k <= i of (m - k + 1) p_(k), capped at 1.
+    Written out here: scipy has no Holm, and statsmodels (which has) is not a dependency.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
 
 
 class _WeightedAUC:

@@ -271,6 +271,8 @@ def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold],
             logits.append(predict(model, test, precision=config["precision"]))
         test_logits = np.mean(logits, axis=0)
         test_metrics = metrics.evaluate(test.labels_np, test_logits)
+        if strategy != "refit":  # a refit model has no held-out validation rows to choose a threshold on
+            test_metrics.update(metrics.val_threshold_metrics(labels[val_rows], val_logits, test.labels_np, test_logits))
         save_predictions(out / "predictions_test.npz", test.labels_np, test_logits)
 
     all_fits = [f.fitted for f in fits] + ([refit] if refit is not None else [])
@@ -289,6 +291,8 @@ def _train_and_evaluate(spec, task, method_cls, config, data, folds: list[Fold],
         "val": val_metrics,
         "train": train_metrics,
         "train_val_gap": gap(train_metrics, val_metrics),
+        # chosen on the validation predictions alone (Youden's J, one logit per label); scores test.*_at_val_threshold
+        "val_threshold": metrics.thresholds_record(labels[val_rows], val_logits) if strategy != "refit" else None,
         "val_digest": [f.digest for f in fits],
         "test": test_metrics,
         "reference": task.reference,

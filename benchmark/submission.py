@@ -569,6 +569,8 @@ class Evaluation:
     data_md5: str
     data_md5_verified: bool
     device: str
+    val_labels: np.ndarray | None = None  # the official validation split, where the test-split threshold is chosen
+    val_logits: np.ndarray | None = None
 
 
 def evaluate(submission: Submission, *, data_root: str | None = None, device: str = "auto", verify_md5: bool = True) -> Evaluation:
@@ -588,10 +590,12 @@ def evaluate(submission: Submission, *, data_root: str | None = None, device: st
     model = build_model(submission.manifest["architecture"], submission.manifest["in_channels"], task.n_labels)
     model.load_state_dict(submission.state, strict=True)
     model = prepare_model(model, torch_device, task.dims)  # the layout a run of this task gets, so logits match it
-    data = load_arrays(task, data_root, verify_md5=verify_md5, splits=("test",))
+    data = load_arrays(task, data_root, verify_md5=verify_md5, splits=("val", "test"))
     test = DeviceSplit(data.images("test"), data.labels("test"), torch_device, as_rgb=submission.as_rgb)
+    val = DeviceSplit(data.images("val"), data.labels("val"), torch_device, as_rgb=submission.as_rgb)
     try:
         logits = predict(model, test)
+        val_logits = predict(model, val)
     except RuntimeError as exc:
         raise BenchError(f"{submission.path}: architecture {submission.manifest['architecture']} cannot run on {task.flag} inputs ({exc})") from None
     if not np.isfinite(logits).all():
@@ -601,10 +605,13 @@ def evaluate(submission: Submission, *, data_root: str | None = None, device: st
         submission=submission,
         labels=test.labels_np,
         logits=logits,
-        test=metrics.leaderboard_metrics(test.labels_np, logits),
+        # the threshold for the thresholded accuracies is chosen on the official validation split, never on the test split
+        test=metrics.leaderboard_metrics(test.labels_np, logits, (val.labels_np, val_logits) if np.isfinite(val_logits).all() else None),
         data_md5=data.md5,
         data_md5_verified=data.md5_verified,
         device=str(torch_device),
+        val_labels=val.labels_np,
+        val_logits=val_logits,
     )
 
 
@@ -615,6 +622,7 @@ def seed_result(evaluation: Evaluation):  # -> leaderboard.SeedResult
 
     manifest = evaluation.submission.manifest
     config = {k: v for k, v in manifest["config"].items() if k not in ("task", "method", "seed")}
+    val_ok = evaluation.val_logits is not None and bool(np.isfinite(evaluation.val_logits).all())
     return SeedResult(
         kind="submission",
         task=evaluation.submission.task.flag,
@@ -637,6 +645,8 @@ def seed_result(evaluation: Evaluation):  # -> leaderboard.SeedResult
         packages=package_versions(),
         entry_id=f"sub-{evaluation.submission.weights_sha256[:12]}",
         name=manifest.get("name"),
+        val_labels=evaluation.val_labels.reshape(len(evaluation.val_labels), -1) if val_ok else None,
+        val_logits=evaluation.val_logits.reshape(len(evaluation.val_logits), -1).astype(np.float32) if val_ok else None,
     )
 
 

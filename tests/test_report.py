@@ -1,4 +1,4 @@
-"""`bench report`: every figure and table from a run store, numbers equal to the leaderboard's, clean errors."""
+"""`bench report`: every figure and table from a run store or the leaderboards, numbers equal to the leaderboard's, budgets never mixed, clean errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from benchmark import figures, metrics
+from benchmark import metrics
 from benchmark.cli import main
 from benchmark.config import config_hash, resolve
 from benchmark.errors import BenchError
@@ -29,6 +29,8 @@ from benchmark.report import (
     roc_of,
     select,
 )
+from benchmark.report import bars, optuna_figures
+from benchmark.report.style import method_colors
 from benchmark.runner import RunSpec, run
 from benchmark.store import save_predictions, write_json
 from benchmark.tasks import get_task
@@ -39,7 +41,7 @@ GOLDEN = Path(__file__).parent / "golden"
 # --- a run store in the real format, written by hand with known numbers ----------------------
 
 
-def fake_run(root: Path, task: str, method: str, seed: int, *, val_auc: float, signal: float, overrides: dict | None = None, epochs: int = 4, train_auc: bool = True) -> Path:
+def fake_run(root: Path, task: str, method: str, seed: int, *, val_auc: float, signal: float, overrides: dict | None = None, epochs: int = 4, train_auc: bool = True, val_signal: float | None = None) -> Path:
     """Write a finished run directory like runner.run does; its test AUC comes from its own predictions."""
     t = get_task(task)
     cls = METHODS.get(method) if method in METHODS else METHODS.get("ce")
@@ -64,12 +66,21 @@ def fake_run(root: Path, task: str, method: str, seed: int, *, val_auc: float, s
                 rec["train/auc"] = min(1.0, 0.7 + 0.1 * e)
             f.write(json.dumps(rec) + "\n")
     save_predictions(out / "predictions_test.npz", labels, logits)
+    if val_signal is not None:  # validation predictions of the same model, and the test accuracies at their threshold (as runner.run)
+        val_labels = (np.random.default_rng(len(task) + 1).random((40, t.n_labels)) < 0.4).astype(np.int64)
+        val_labels[0], val_labels[1] = 1, 0
+        val_logits = (val_signal * (2 * val_labels - 1) + rng.normal(size=val_labels.shape)).astype(np.float32)
+        save_predictions(out / "predictions_val.npz", val_labels, val_logits)
+        test.update(metrics.val_threshold_metrics(val_labels, val_logits, labels, logits))
     write_json(
         out / "result.json",
         {"task": task, "method": method, "seed": seed, "config": config, "config_hash": h, "best_epoch": best, "epochs_run": epochs,
-         "val": {"auc": val_auc, "acc": 0.7}, "test": test, "reference": t.reference, "train_seconds": 1.0},
+         "val": {"auc": val_auc, "acc": 0.7}, "test": test, "reference": t.reference, "train_seconds": 1.0, "device": "cpu"},
     )
     return out
+
+
+PROTOCOL = {"epochs": 100}  # the task cards' budget (the logs of these hand-written runs hold 4 epochs)
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +91,9 @@ def handmade(tmp_path_factory: pytest.TempPathFactory) -> dict:
     dirs: dict[tuple[str, str], list[Path]] = {}
     for task in ("breastmnist", "pneumoniamnist"):
         for method, signal, val in (("ce", 0.9, 0.90), ("aucm", 1.1, 0.92)):
-            dirs[(task, method)] = [fake_run(runs, task, method, s, val_auc=val + 0.01 * s, signal=signal) for s in (0, 1, 2)]
+            dirs[(task, method)] = [fake_run(runs, task, method, s, val_auc=val + 0.01 * s, signal=signal, overrides=PROTOCOL) for s in (0, 1, 2)]
         # a second ce configuration, better on test but worse on validation: never selected
-        dirs[(task, "ce-worse-val")] = [fake_run(runs, task, "ce", s, val_auc=0.80, signal=2.0, overrides={"batch_size": 32}) for s in (0, 1)]
+        dirs[(task, "ce-worse-val")] = [fake_run(runs, task, "ce", s, val_auc=0.80, signal=2.0, overrides={**PROTOCOL, "batch_size": 32}) for s in (0, 1)]
     # the leaderboard is written by the leaderboard module itself, from the same run directories
     for method in ("ce", "aucm"):
         add_runs("breastmnist", dirs[("breastmnist", method)], boards)
@@ -96,7 +107,8 @@ def _table_cells(markdown: str) -> dict[str, list[str]]:
 
 
 def test_main_table_equals_the_leaderboard_and_the_golden_file(handmade: dict, tmp_path: Path) -> None:
-    out, written = build_report(ReportOptions(runs=handmade["runs"], out=tmp_path / "rep", leaderboards=handmade["boards"], data_root=str(tmp_path / "no-data")))
+    opts = ReportOptions(runs=handmade["runs"], out=tmp_path / "rep", leaderboards=handmade["boards"], data_root=str(tmp_path / "no-data"), runs_first=False)
+    out, written = build_report(opts)
     table = (out / "tables" / "main_results.md").read_text()
     golden = GOLDEN / "main_results.md"
     assert table == golden.read_text(), f"main table differs from {golden}:\n{table}"
@@ -132,7 +144,7 @@ def test_a_task_known_only_from_its_leaderboard(handmade: dict, tmp_path: Path) 
     assert table == (GOLDEN / "main_results.md").read_text()
     index = (out / "index.md").read_text()
     assert "the leaderboard's stored predictions for BreastMNIST / ce, BreastMNIST / aucm" in index
-    assert "- BreastMNIST / ce (leaderboard): (leaderboard only" in index
+    assert "- BreastMNIST / ce (leaderboard entry `ce-" in index and "100 epochs, fp32): run directories not in the run store read" in index
     assert "figures/roc_curves.png" in written and "figures/learning_curves_breastmnist.png" not in written
 
 
@@ -146,7 +158,7 @@ def test_selection_uses_validation_never_test(handmade: dict) -> None:
 def test_hyperparameter_table_and_ablation(handmade: dict, tmp_path: Path) -> None:
     out, written = build_report(ReportOptions(runs=handmade["runs"], out=tmp_path / "rep", leaderboards=None, data_root=str(tmp_path / "no-data")))
     hp = (out / "tables" / "hyperparameters.md").read_text()
-    assert "| BreastMNIST | ce | 0, 1, 2 | best mean val AUC | lr=0.001; weight_decay=0; epochs=4 |" in hp
+    assert "| BreastMNIST | ce | 0, 1, 2 | 100 epochs, fp32 | run store, best mean val AUC | lr=0.001; weight_decay=0 |" in hp
     assert "figures/controls_ablation.png" in written
     index = (out / "index.md").read_text()
     assert "Figure 6. Controls ablation" in index and "figures/controls_ablation.png" in index
@@ -191,7 +203,7 @@ def test_report_writes_every_figure_and_table(trained: dict, tmp_path: Path, cap
     try:
         from benchmark.data.augment import PRESETS  # noqa: F401
 
-        expected = EXPECTED_FIGURES + ["augmentation_2d_breastmnist", "augmentation_3d_nodulemnist3d"]
+        expected = EXPECTED_FIGURES + ["augmentation_2d_breastmnist", "augmentation_3d_adrenalmnist3d"]
     except ImportError:
         expected = EXPECTED_FIGURES
     for name in expected:
@@ -199,7 +211,7 @@ def test_report_writes_every_figure_and_table(trained: dict, tmp_path: Path, cap
         image = matplotlib.image.imread(out / "figures" / f"{name}.png")
         assert image.shape[0] > 300 and image.shape[1] > 500 and image.std() > 0.01  # drawn, not blank
         assert (out / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
-    for table in ("main_results", "hyperparameters"):
+    for table in ("main_results", "accuracy", "hyperparameters"):
         assert (out / "tables" / f"{table}.md").read_text().startswith("| ")
         assert r"\begin{table}" in (out / "tables" / f"{table}.tex").read_text()
     index = (out / "index.md").read_text()
@@ -207,7 +219,9 @@ def test_report_writes_every_figure_and_table(trained: dict, tmp_path: Path, cap
     for png in (out / "figures").glob("*.png"):
         assert f"(figures/{png.name})" in index
     # every figure has a caption; the tasks without runs are named as left out
-    assert "Left out of every run-based figure and table (no finished runs, no leaderboard entry): PneumoniaMNIST, NoduleMNIST3D, VesselMNIST3D, SynapseMNIST3D." in index
+    assert "Left out of every result figure and table (no finished runs, no leaderboard entry): PneumoniaMNIST, NoduleMNIST3D, VesselMNIST3D, SynapseMNIST3D." in index
+    # the data figures show the tasks with results only (NoduleMNIST3D has a data file here, but no runs)
+    assert "splits of BreastMNIST, ChestMNIST, AdrenalMNIST3D, the tasks with results" in index and "augmentation_3d_nodulemnist3d" not in index
     assert index.count("\n*") >= 6
     assert "From 1 study in" in index
     # the main table's BreastMNIST cell is the selected runs' test AUC
@@ -215,7 +229,8 @@ def test_report_writes_every_figure_and_table(trained: dict, tmp_path: Path, cap
     chosen = select(group_runs(runs))[("breastmnist", "ce")]
     aucs = [r.test["auc"] for r in chosen.runs]
     cell = _table_cells((out / "tables" / "main_results.md").read_text())["ce"][0]
-    assert len(aucs) == 2 and cell == f"{np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f} (2)"
+    # one epoch is not the protocol budget: the cell says so
+    assert len(aucs) == 2 and cell == f"{np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f} (2; 1 epoch, fp32)"
 
 
 def test_report_is_reproducible_and_replaces_only_a_previous_report(trained: dict, tmp_path: Path) -> None:
@@ -278,8 +293,8 @@ def test_roc_and_fpr_match_independent_computations() -> None:
 
 @pytest.mark.parametrize("method", METHODS.names())
 def test_each_method_has_one_fixed_colour(method: str) -> None:
-    colors = figures.method_colors()
-    assert figures.method_colors(["zz-submission", "aa-other"])[method] == colors[method]
+    colors = method_colors()
+    assert method_colors(["zz-submission", "aa-other"])[method] == colors[method]
     assert len(set(colors.values())) == len(colors)
 
 
@@ -306,3 +321,157 @@ def test_pruned_trials_are_drawn_at_their_last_reported_value(trained: dict) -> 
 
     study = optuna.load_study(study_name="breastmnist.ce.6trials.2epochs.0000", storage=f"sqlite:///{trained['runs'] / 'optuna.db'}")
     assert pruned_points(study) == [(6, 0.55)]
+
+
+# --- what each cell shows: the runs given, budgets, no machine paths ---------------------------
+
+
+def test_an_explicit_run_store_shows_its_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 19, item 1: after a user's first run, `bench report --runs runs` shows that run, its learning curve, and counts it."""
+    monkeypatch.chdir(tmp_path)
+    committed = [fake_run(tmp_path / "other", "breastmnist", m, 0, val_auc=0.95, signal=s, overrides={**PROTOCOL, "lr": 1e-4} if m == "ce" else PROTOCOL) for m, s in (("ce", 2.0), ("aucm", 1.0))]
+    for d in committed:
+        add_runs("breastmnist", [d], tmp_path / "leaderboards")  # ./leaderboards, as in a clone of the repository
+    mine = fake_run(tmp_path / "runs", "breastmnist", "ce", 0, val_auc=0.90, signal=0.7, overrides=PROTOCOL, epochs=12)
+    my_auc = json.loads((mine / "result.json").read_text())["test"]["auc"]
+    board_auc = next(e for e in read_board("breastmnist", tmp_path / "leaderboards")["entries"] if e.get("method") == "ce")["test"]["auc"]["mean"]
+    assert round(my_auc, 3) != round(board_auc, 3)
+
+    assert main(["report", "--runs", "runs", "-o", "rep", "--data-root", str(tmp_path / "no-data")]) == 0, capsys.readouterr().err
+    cells = _table_cells((tmp_path / "rep" / "tables" / "main_results.md").read_text())
+    assert cells["ce"][0] == f"{my_auc:.3f} (1)" and "aucm" not in cells  # the runs alone
+    index = (tmp_path / "rep" / "index.md").read_text()
+    assert (tmp_path / "rep" / "figures" / "learning_curves_breastmnist.png").is_file()
+    assert "From 1 run in 1 selected configuration (listed under Sources)" in index and "no per-epoch log" not in index
+    assert f"- BreastMNIST / ce (run store; 100 epochs, fp32): `breastmnist/ce/{mine.name}`" in index
+
+    # runs given together with leaderboards: the run still shows, the leaderboard fills what the runs lack
+    assert main(["report", "--runs", "runs", "--leaderboards", "leaderboards", "-o", "rep", "--data-root", str(tmp_path / "no-data")]) == 0
+    cells = _table_cells((tmp_path / "rep" / "tables" / "main_results.md").read_text())
+    assert cells["ce"][0] == f"{my_auc:.3f} (1)" and cells["aucm"][0] != "-"
+    # no --runs: the leaderboards, ./runs filling only methods without an entry
+    assert main(["report", "-o", "rep", "--data-root", str(tmp_path / "no-data")]) == 0
+    cells = _table_cells((tmp_path / "rep" / "tables" / "main_results.md").read_text())
+    assert cells["ce"][0] == f"{board_auc:.3f} (1)"
+
+
+def test_the_main_table_never_mixes_budgets(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for task in ("breastmnist", "pneumoniamnist"):
+        fake_run(runs, task, "ce", 0, val_auc=0.90, signal=1.0, overrides=PROTOCOL)
+    # AUC-M at the protocol budget, and a 2-epoch bf16 variant with a better validation AUC: the protocol one is shown
+    protocol_aucm = fake_run(runs, "breastmnist", "aucm", 0, val_auc=0.80, signal=1.2, overrides=PROTOCOL)
+    fake_run(runs, "breastmnist", "aucm", 0, val_auc=0.99, signal=3.0, overrides={"epochs": 2, "precision": "bf16"})
+    # on PneumoniaMNIST AUC-M has only a short run: shown with its budget, outside the bold contest and the mean
+    fake_run(runs, "pneumoniamnist", "aucm", 0, val_auc=0.99, signal=3.0, overrides={"epochs": 2, "precision": "bf16"})
+    out, _ = build_report(ReportOptions(runs=runs, out=tmp_path / "rep", data_root=str(tmp_path / "no-data")))
+    table = (out / "tables" / "main_results.md").read_text()
+    cells = _table_cells(table)
+    aucm_auc = json.loads((protocol_aucm / "result.json").read_text())["test"]["auc"]
+    assert cells["aucm"][0] == f"{aucm_auc:.3f} (1)"
+    assert cells["aucm"][1].endswith("(1; 2 epochs, bf16)") and cells["aucm"][2] == "-"
+    aucm_row = next(line for line in table.splitlines() if line.startswith("| aucm |"))
+    assert "**" not in aucm_row.split("|")[3]  # the short run's higher AUC is not set in bold
+    assert cells["ce"][2] != "-"  # ce is at the protocol budget on both tasks: it has a mean
+    index = (out / "index.md").read_text()
+    assert "## Study protocol" in index.split("## Tables")[0] and "100 epochs, fp32 (BreastMNIST, PneumoniaMNIST)" in index
+    assert "Selection rule:" in index and "Seeds:" in index
+
+
+def test_controls_are_compared_within_one_budget(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    fake_run(runs, "breastmnist", "ce", 0, val_auc=0.9, signal=1.0, overrides=PROTOCOL)  # 100-epoch defaults
+    for aug in ("flip", "crop"):  # 12-epoch controls: no 12-epoch defaults yet, so nothing to compare them with
+        fake_run(runs, "breastmnist", "ce", 0, val_auc=0.9, signal=1.0, overrides={"epochs": 12, "augment": aug})
+    out, written = build_report(ReportOptions(runs=runs, out=tmp_path / "rep", data_root=str(tmp_path / "no-data")))
+    assert "figures/controls_ablation.png" not in written
+    fake_run(runs, "breastmnist", "ce", 0, val_auc=0.9, signal=1.1, overrides={"epochs": 12})  # the 12-epoch defaults
+    from benchmark.report.ablation import ablations
+
+    groups = group_runs(load_runs(runs)[0])
+    (ablation,) = ablations(groups, ["breastmnist"], ["ce"])
+    assert ablation.budget == "12 epochs, fp32" and sorted(v.label for v in ablation.variants) == ["augment=crop", "augment=flip", "defaults"]
+    assert [v.baseline for v in ablation.variants].count(True) == 1
+
+
+def test_no_generated_file_names_a_path_of_this_machine(trained: dict, handmade: dict, tmp_path: Path) -> None:
+    runs = tmp_path / "stores"
+    shutil.copytree(trained["runs"], runs / "a")
+    shutil.copytree(handmade["runs"], runs / "b")
+    (runs / "a" / "breastmnist" / "ce" / "broken").mkdir(parents=True)
+    (runs / "a" / "breastmnist" / "ce" / "broken" / "result.json").write_text("{not json")
+    opts = ReportOptions(runs=[runs / "a", runs / "b"], out=tmp_path / "rep", leaderboards=handmade["boards"], data_root=str(trained["data"]), verify_md5=False,
+                         storages=[f"sqlite:///{runs / 'a' / 'optuna.db'}"])
+    out, written = build_report(opts)
+    assert any(name.startswith("figures/optuna_") for name in written)
+    for forbidden in (str(tmp_path), str(trained["runs"].parent), str(trained["data"]), str(handmade["base"])):
+        for path in out.rglob("*"):
+            if path.is_file():
+                assert forbidden.encode() not in path.read_bytes(), f"{path.name} names {forbidden}"
+    index = (out / "index.md").read_text()
+    assert "`a`, `b`" in index and "skipped unreadable a/breastmnist/ce/broken/result.json" in index
+
+
+def test_figures_keep_their_legend_inside_and_name_every_bar() -> None:
+    colors = method_colors()
+    scores = {"BreastMNIST": {m: figures_scores(0.85 + 0.01 * i) for i, m in enumerate(colors)}}
+    fig = bars.auc_bars(scores, {"BreastMNIST": 0.901}, colors)
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    box, frame = legend.get_window_extent(), fig.bbox
+    assert box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1
+    assert sorted(t.get_text() for t in legend.get_texts() if t.get_text().strip()) == sorted([*colors, "MedMNIST v2 ResNet-18", "one seed"])
+    ax = fig.axes[0]
+    assert sorted(t.get_text().strip() for t in ax.texts) == sorted(colors)  # every bar carries its method's name
+    assert ax.get_ylim()[0] == pytest.approx(0.5)  # bars from chance, not from an arbitrary 0.8
+
+
+def figures_scores(mean: float):
+    from benchmark.report.style import Scores
+
+    return Scores.of([mean, mean + 0.01])
+
+
+def test_optuna_history_has_whole_trial_numbers_and_a_step_line(trained: dict) -> None:
+    import optuna
+
+    storage = f"sqlite:///{trained['runs'] / 'optuna.db'}"
+    (info,), _ = optuna_figures.load_studies([(storage, "optuna.db")], ["breastmnist"])
+    fig = optuna_figures.history_figure(info, "#0072B2", "BreastMNIST / ce")
+    ax = fig.axes[0]
+    ax.set_xlim(-0.3, 6.3)  # a range where a float locator would put ticks at 0.5, 1.5, ...
+    fig.canvas.draw()
+    ticks = ax.get_xticks()
+    assert len(ticks) >= 3 and all(float(t).is_integer() for t in ticks)
+    best = [line for line in ax.get_lines() if line.get_drawstyle() == "steps-post"]
+    assert len(best) == 1
+    expected, so_far = [], -math.inf  # the best completed value up to each trial number, pruned trials carrying it on
+    for t in sorted(info.study.trials, key=lambda t: t.number):
+        so_far = max(so_far, t.value) if t.state == optuna.trial.TrialState.COMPLETE else so_far
+        expected.append(so_far)
+    assert list(best[0].get_xdata()) == [t.number for t in info.study.trials]
+    assert list(best[0].get_ydata()) == pytest.approx(expected)
+    (dots,) = [c for c in ax.collections if c.get_label() == "pruned trial (last reported)"]
+    assert dots.get_offsets().tolist() == [[6.0, 0.55]]
+
+
+def test_the_accuracy_table_thresholds_on_validation(tmp_path: Path) -> None:
+    """ACC at 0.5 beside ACC and balanced ACC at the validation-chosen threshold, from runs and from a leaderboard alike."""
+    dirs = [fake_run(tmp_path / "runs", "breastmnist", "aucm", s, val_auc=0.9, signal=1.0, overrides=PROTOCOL, val_signal=1.0) for s in (0, 1)]
+    expected = {"acc": [], "acc_at_val_threshold": [], "balanced_acc_at_val_threshold": []}
+    for d in dirs:
+        with np.load(d / "predictions_val.npz") as v, np.load(d / "predictions_test.npz") as t:
+            yv, zv, yt, zt = v["labels"][:, 0], v["logits"][:, 0], t["labels"][:, 0] == 1, t["logits"][:, 0]
+        # Youden's threshold by brute force over the validation logits (highest among equals), never looking at the test split
+        best = max(np.unique(zv), key=lambda c: (np.mean(zv[yv == 1] >= c) - np.mean(zv[yv == 0] >= c), c))
+        expected["acc"].append(np.mean((1 / (1 + np.exp(-zt)) > 0.5) == yt))
+        expected["acc_at_val_threshold"].append(np.mean((zt >= best) == yt))
+        expected["balanced_acc_at_val_threshold"].append((np.mean(zt[yt] >= best) + np.mean(zt[~yt] < best)) / 2)
+    cells = [f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f} (2)" for v in expected.values()]
+    add_runs("breastmnist", dirs, tmp_path / "lb")
+    for opts in (ReportOptions(runs=tmp_path / "runs", out=tmp_path / "a", data_root=str(tmp_path / "no-data")),
+                 ReportOptions(runs=[], out=tmp_path / "b", leaderboards=tmp_path / "lb", data_root=str(tmp_path / "no-data"), runs_first=False)):
+        out, _ = build_report(opts)
+        table = (out / "tables" / "accuracy.md").read_text()
+        assert f"| BreastMNIST | aucm | 100 epochs, fp32 | {' | '.join(cells)} |" in table, table
+        assert "### Accuracy at MedMNIST's threshold" in (out / "index.md").read_text()

@@ -111,6 +111,10 @@ def test_round_trip_reproduces_the_runs_own_test_auc_exactly(task: str, data_roo
     labels, logits = load_predictions(run_dir / "predictions_test.npz")
     assert np.array_equal(evaluation.logits, logits)
     assert evaluation.test["auc"] == result["test"]["auc"] and evaluation.test["acc"] == result["test"]["acc"]
+    # the thresholded accuracy: threshold from the official validation split, as the run chose its own
+    val_labels, val_logits = load_predictions(run_dir / "predictions_val.npz")
+    assert np.array_equal(evaluation.val_logits, val_logits)
+    assert evaluation.test["acc_at_val_threshold"] == pytest.approx(result["test"]["acc_at_val_threshold"])
     # and through the organiser's command, with the JSON and a leaderboard entry
     report = tmp_path / "eval.json"
     board = tmp_path / "lb"
@@ -120,6 +124,7 @@ def test_round_trip_reproduces_the_runs_own_test_auc_exactly(task: str, data_roo
     (entry,) = [e for e in lb.read_board(task, board)["entries"] if not e.get("reference")]
     assert entry["kind"] == "submission" and entry["id"] == record["leaderboard_entry"] == f"sub-{loaded.weights_sha256[:12]}"
     assert entry["runs"][0]["test"]["auc"] == result["test"]["auc"]
+    assert entry["runs"][0]["val_threshold"] == pytest.approx(result["val_threshold"])
 
 
 def test_packaging_is_deterministic_and_holds_what_the_manifest_says(archive: Path, tmp_path: Path) -> None:

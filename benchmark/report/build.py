@@ -1,0 +1,95 @@
+"""`bench report` end to end: load, select, draw every figure, write the tables and index.md into a staging folder, swap it in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import BenchError
+from ..tasks import TASKS, get_task
+from . import ablation, bars, curves, data_figures, optuna_figures, roc, style
+from .context import Loaded, ReportOptions, Section, roots_of
+from .index import MARKER, write_index
+from .runs import group_runs, load_runs
+from .selection import build_entries, load_leaderboards
+from .tables import write_tables
+
+# the report's figures in their order in index.md; each returns its index.md section
+FIGURES: list[Callable[[Loaded], Section]] = [
+    curves.section,
+    bars.section,
+    roc.section,
+    data_figures.prevalence_section,
+    optuna_figures.section,
+    ablation.section,
+    data_figures.augmentation_section,
+]
+
+
+def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
+    """Write the report into `opts.out` (replacing a previous report there); return (out folder, list of files written)."""
+    tasks_filter = _check_tasks(opts.tasks)
+    out = Path(opts.out)
+    _check_out(out)
+    order = tasks_filter or TASKS.names()
+    roots = roots_of(opts)
+    runs, load_notes = load_runs(roots, tasks_filter, allow_empty=opts.leaderboards is not None and not (opts.runs_first and roots))
+    groups = group_runs(runs)
+    boards, board_notes = load_leaderboards(opts.leaderboards, order)
+    entries = build_entries(groups, boards, runs_first=opts.runs_first)
+    if not entries:
+        where = f"the leaderboards in {opts.leaderboards}" if opts.leaderboards is not None else "no leaderboards"
+        stores = ", ".join(str(r) for r in roots) or "no run store"
+        raise BenchError(f"nothing to report: {stores} and {where} hold no results for the tasks asked; train with `bench run` first or pass --runs DIR")
+    tasks = [t for t in order if any(k[0] == t for k in entries)]
+    colors = style.method_colors(k[1] for k in entries)
+    methods = [m for m in colors if any(k[1] == m for k in entries)]
+    missing = [get_task(t).title for t in order if t not in tasks]
+
+    staging = out.parent / f".staging-{out.name}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "figures").mkdir(parents=True)
+    (staging / "tables").mkdir()
+    data = Loaded(opts, staging / "figures", runs, groups, entries, order, tasks, methods, colors, {t: get_task(t).title for t in TASKS})
+    try:
+        sections = [section(data) for section in FIGURES]
+        tables = write_tables(staging / "tables", entries, tasks, methods)
+        write_index(staging, data, missing, load_notes + board_notes, sections, tables)
+        written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+        _swap(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out, written
+
+
+def _check_tasks(tasks: Sequence[str] | None) -> list[str] | None:
+    if not tasks:
+        return None
+    flags = [t.strip() for item in tasks for t in item.split(",") if t.strip()]
+    for flag in flags:
+        get_task(flag)  # BenchError listing the valid flags
+    return [t for t in TASKS.names() if t in flags]
+
+
+def _check_out(out: Path) -> None:
+    if out.is_file():
+        raise BenchError(f"{out} is a file; -o needs a folder")
+    if out.is_dir() and any(out.iterdir()):
+        index = out / "index.md"
+        if not (index.is_file() and MARKER in index.read_text(errors="replace")):
+            raise BenchError(f"{out} exists and does not hold a previous `bench report`; choose an empty or new folder with -o")
+
+
+def _swap(staging: Path, out: Path) -> None:
+    """Move the finished report into place, replacing an older report, so no reader ever sees half of one."""
+    old = None
+    if out.exists():
+        old = out.parent / f".old-{out.name}-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
