@@ -603,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = _command(actions, "init", "create or refresh the files: the MedMNIST v2 reference rows, every entry recomputed from its stored logits", "bench leaderboard init --leaderboard-dir runs/leaderboards")
     a.add_argument("--task", help="one task (default: all seven)")
     a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
-    a = actions.add_parser("verify", help="recompute every entry's numbers from its stored logits and the data file; fail on any difference")
+    a = _command(actions, "verify", "recompute every entry's numbers from its stored logits and the data file; fail on any difference", "bench leaderboard verify --data-root ../shared/data/medmnist")
     a.add_argument("--task", help="one task (default: every task with a leaderboard file)")
     a.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
     a.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
