@@ -507,6 +507,9 @@ def add_results(task: str, results: Sequence[SeedResult], directory: str | Path 
             for r in group:
                 if r.data_md5 != group[0].data_md5:
                     raise BenchError(f"entry {entry_id}: its seeds were tested on different data files (data file MD5 {group[0].data_md5} and {r.data_md5})")
+                kept = merged.get(r.seed)
+                if kept is not None and "robustness" in kept.record and np.array_equal(kept.logits, r.logits):
+                    r.record = {**r.record, "robustness": kept.record["robustness"]}  # the same model again: its robustness block stays
                 merged[r.seed] = r
                 sources[r.seed] = source
             entry, sidecar = build_entry(task_obj, list(merged.values()), sources)
@@ -579,13 +582,18 @@ def _ensemble(entry: dict[str, Any], directory: Path) -> tuple[np.ndarray, np.nd
     return labels, logits.mean(axis=0)
 
 
-def ranking(task: str, directory: str | Path = DEFAULT_DIR) -> list[dict[str, Any]]:
+def ranking(task: str, directory: str | Path = DEFAULT_DIR, sort: str = "auc") -> list[dict[str, Any]]:
     """Return the task's rows ranked by mean test AUC (best first), with deltas and DeLong p-values.
 
     Each row: rank, id, kind, method, seeds, auc (mean), auc_sd, ci_low, ci_high, delta_ref,
     delta_ce, p_delong (vs the CE entry; None for the CE entry itself, multi-label tasks or
-    entries on other test labels), acc, pauc, fpr_at_95tpr, fixed_architecture.
+    entries on other test labels), acc, pauc, fpr_at_95tpr, fixed_architecture, and
+    robust_auc / robust_drop / robust_seeds (mean corrupted AUC, its relative drop and the seeds
+    with a robustness block; None without one). `sort="robust"` ranks by robust_auc instead,
+    entries without a block last.
     """
+    from .robustness_board import summary as robustness_summary
+
     directory = Path(directory)
     task_obj = get_task(task)
     with locked(task, directory, shared=True):
@@ -627,12 +635,20 @@ def ranking(task: str, directory: str | Path = DEFAULT_DIR) -> list[dict[str, An
                     "fpr_at_95tpr": test.get("fpr_at_95tpr", {}).get("mean"),
                     "fixed_architecture": e.get("fixed_architecture"),
                     "data_md5_verified": e.get("data_md5_verified", True),
+                    **_robust_fields(robustness_summary(e)),
                 }
             )
-    rows.sort(key=lambda r: (-(r["auc"] if r["auc"] is not None and math.isfinite(r["auc"]) else -math.inf), r["id"]))
+    key = "robust_auc" if sort == "robust" else "auc"
+    rows.sort(key=lambda r: (-(r[key] if r[key] is not None and math.isfinite(r[key]) else -math.inf), r["id"]))
     for i, row in enumerate(rows, 1):
         row["rank"] = i
     return rows
+
+
+def _robust_fields(summary: dict[str, Any] | None) -> dict[str, Any]:
+    if summary is None:
+        return {"robust_auc": None, "robust_drop": None, "robust_seeds": None}
+    return {"robust_auc": summary["mean_corrupted_auc"]["mean"], "robust_drop": summary["relative_drop"]["mean"], "robust_seeds": summary["n_seeds"]}
 
 
 def _cell(value: Any, digits: int = 3, signed: bool = False) -> str:
@@ -661,6 +677,12 @@ def display_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
         cells.append(
             [str(r["rank"]), label, str(r["method"]), _cell(r["seeds"]), auc, ci, _cell(r["delta_ref"], signed=True), _cell(r["delta_ce"], signed=True), p, _cell(r["acc"]), _cell(r["pauc"]), _cell(r["fpr_at_95tpr"]), _cell(r["fixed_architecture"])]
         )
+    if any(r.get("robust_auc") is not None for r in rows):
+        # mean corrupted AUC (bench robustness), over the seeds that carry a block
+        columns += ["corrupted AUC", "drop"]
+        for r, row in zip(rows, cells):
+            seeds = f" ({r['robust_seeds']}/{r['seeds']})" if r.get("robust_seeds") and r["robust_seeds"] != r["seeds"] else ""
+            row += [_cell(r.get("robust_auc")) + seeds, "-" if r.get("robust_drop") is None else f"{100 * r['robust_drop']:.1f} %"]
     return columns, cells
 
 
@@ -690,9 +712,9 @@ FOOTNOTE = (
 )
 
 
-def render(tasks: Sequence[str], fmt: str = "table", directory: str | Path = DEFAULT_DIR) -> str:
-    """Return the rankings of `tasks` as text: an aligned table, markdown, or JSON (the full rows)."""
-    rankings = {task: ranking(task, directory) for task in tasks}
+def render(tasks: Sequence[str], fmt: str = "table", directory: str | Path = DEFAULT_DIR, sort: str = "auc") -> str:
+    """Return the rankings of `tasks` (by mean test AUC, or by mean corrupted AUC with sort="robust") as a table, markdown or JSON."""
+    rankings = {task: ranking(task, directory, sort) for task in tasks}
     if fmt == "json":
         return json.dumps(rankings, sort_keys=True, indent=2)
     blocks = []
