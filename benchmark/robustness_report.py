@@ -23,6 +23,8 @@ from matplotlib.lines import Line2D
 from .figures import STYLE, method_colors
 
 Blocks = Mapping[str, Sequence[Mapping[str, Any]]]  # method -> one block per seed
+# panel order: MedMNIST-C's families, then the 3D list's; stored blocks have their keys sorted
+FAMILY_ORDER = ("digital", "noise", "blur", "color", "task-specific", "k-space", "intensity")
 
 
 def family_curves(blocks: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -43,7 +45,8 @@ def severity_figure(task_title: str, blocks: Blocks, colors: Mapping[str, str] |
 
     colors = colors or method_colors(blocks)
     curves = {method: family_curves(b) for method, b in blocks.items() if b}
-    families = list(dict.fromkeys(f for c in curves.values() for f in c))
+    found = {f for c in curves.values() for f in c}
+    families = [f for f in FAMILY_ORDER if f in found] + sorted(found - set(FAMILY_ORDER))
     ncols = min(len(families), 3) or 1
     nrows = max(1, math.ceil(len(families) / ncols))
     with matplotlib.rc_context(STYLE):
