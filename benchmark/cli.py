@@ -258,7 +258,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         return 0
     from .ranking import render
 
-    print(render(tasks, args.format, args.leaderboard_dir))
+    print(render(tasks, args.format, args.leaderboard_dir, sort=args.sort))
     return 0
 
 
@@ -315,6 +315,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if entry:
         print(f"added leaderboard entry {entry} to {lb.leaderboard_path(loaded.task.flag, args.leaderboard_dir)}")
     return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from .robustness_cli import run_command
+
+    return run_command(args, print_table)
 
 
 def _tune_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -594,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="one task (default: every task with a leaderboard file)")
     p.add_argument("--format", choices=("table", "md", "json"), default="table", help="output format (default table)")
     p.add_argument("--leaderboard-dir", default="leaderboards", metavar="DIR", help="folder of the leaderboard files (default ./leaderboards)")
+    p.add_argument("--sort", choices=("auc", "robust"), default="auc", help="rank by mean test AUC (default) or by mean corrupted AUC (bench robustness)")
     p.set_defaults(func=cmd_leaderboard, action=None)
     actions = p.add_subparsers(dest="action", metavar="{add,init}", prog="bench leaderboard", title="actions (optional; without one the ranking is printed)")
     a = _command(actions, "add", "add finished run directories to their task's leaderboard (seeds of one configuration become one entry)", "bench leaderboard add runs/breastmnist/ce/*/ --leaderboard-dir runs/leaderboards")
@@ -655,6 +662,24 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--quiet", action="store_true", help="no progress lines")
             a.add_argument("--report-out", default="reports", help="folder of the rebuilt report (default ./reports)")
             a.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
+
+    p = _command(sub, "robustness", "evaluate a kept model on corrupted copies of the test split (MedMNIST-C in 2D, MONAI artifacts in 3D)", "bench robustness runs/breastmnist/ce/<hash> --data-root ../shared/data/medmnist")
+    p.add_argument("sources", nargs="*", metavar="RUN_DIR_OR_SUBMISSION", help="run directories (model.safetensors) or submission archives")
+    p.add_argument("--json", metavar="OUT", help="write every block (and its seconds) to this JSON file")
+    p.add_argument("--leaderboard", action="store_true", help="store each block on its leaderboard entry (added first if absent); without sources: every entry whose runs are under --runs")
+    p.add_argument("--leaderboard-dir", default="leaderboards", help="folder of the leaderboard files (default ./leaderboards)")
+    p.add_argument("--task", help="with --leaderboard and no sources: only this task's board (default: every board)")
+    p.add_argument("--runs", action="append", metavar="DIR", help="with --leaderboard and no sources: where to look for the entries' run directories (default ./runs); repeatable")
+    p.add_argument("--corruptions", help="only these corruptions, comma-separated (not with --leaderboard)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the corrupted copies (default 0, the leaderboard's)")
+    p.add_argument("--max-size-mb", type=positive_number, default=200.0, help="largest archive or weights accepted, in MB (default 200)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--data-root", help="folder holding <task>.npz (else $BENCH_DATA_ROOT, else ~/.medmnist)")
+    p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
+    p.set_defaults(func=cmd_robustness)
+
+    p = sub.add_parser("report", help="figures and tables of the technical report, from stored results only")
+    p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store (default ./runs); repeat to read several together")
 
     p = _command(sub, "report", "figures and tables of the technical report, from stored results only", "bench report --runs runs -o runs/report --data-root ../shared/data/medmnist")
     p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store; repeat to read several together. Given: its runs alone (add --leaderboards to fill the methods it lacks). Not given: the leaderboards, with ./runs if present")

@@ -595,6 +595,9 @@ def add_results(task: str, results: Sequence[SeedResult], directory: str | Path 
             for r in group:
                 if r.data_md5 != group[0].data_md5:
                     raise BenchError(f"entry {entry_id}: its seeds were tested on different data files (data file MD5 {group[0].data_md5} and {r.data_md5})")
+                kept = merged.get(r.seed)
+                if kept is not None and "robustness" in kept.record and np.array_equal(kept.logits, r.logits):
+                    r.record = {**r.record, "robustness": kept.record["robustness"]}  # the same model again: its robustness block stays
                 merged[r.seed] = r
                 sources[r.seed] = source
             entry, sidecar = build_entry(task_obj, list(merged.values()), sources)

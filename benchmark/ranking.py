@@ -110,22 +110,35 @@ def _row(entry: dict[str, Any], ref_auc: float | None) -> dict[str, Any]:
         "fixed_architecture": entry.get("fixed_architecture"),
         "data_md5_verified": entry.get("data_md5_verified", True),
         "superseded": entry.get("superseded") or None,
+        **_robust_fields(entry),
     }
 
 
-def _sort_key(row: dict[str, Any]) -> tuple[float, str]:
-    auc = row["auc"]
+def _robust_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """Return robust_auc / robust_drop / robust_seeds: the mean corrupted AUC (`bench robustness`), its relative drop, the seeds with a block."""
+    from .robustness_board import summary
+
+    found = summary(entry) if not entry.get("reference") else None
+    if found is None:
+        return {"robust_auc": None, "robust_drop": None, "robust_seeds": None}
+    return {"robust_auc": found["mean_corrupted_auc"]["mean"], "robust_drop": found["relative_drop"]["mean"], "robust_seeds": found["n_seeds"]}
+
+
+def _sort_key(row: dict[str, Any], key: str = "auc") -> tuple[float, str]:
+    auc = row[key]
     return (-(auc if auc is not None and math.isfinite(auc) else -math.inf), row["id"])
 
 
-def ranking(task: str, directory: str | Path = DEFAULT_DIR) -> dict[str, Any]:
+def ranking(task: str, directory: str | Path = DEFAULT_DIR, sort: str = "auc") -> dict[str, Any]:
     """Return the task's ranking: {'task', 'protocol_budget', 'comparison', 'baseline_rule', 'groups', 'superseded'}.
 
     Each group is one budget ({'budget', 'protocol', 'baseline', 'rows'}), the protocol budget first
     (with the MedMNIST reference row), then by epochs and precision; its rows are ranked by mean
     test AUC (best first) and carry their comparison with the group's baseline. Superseded
-    entries are listed under 'superseded', unranked, with their reason.
+    entries are listed under 'superseded', unranked, with their reason. `sort="robust"` ranks
+    each group by mean corrupted AUC instead (`bench robustness`), entries without a block last.
     """
+    key_of = "robust_auc" if sort == "robust" else "auc"
     directory = Path(directory)
     task_obj = get_task(task)
     protocol = protocol_budget(task_obj)
@@ -153,7 +166,7 @@ def ranking(task: str, directory: str | Path = DEFAULT_DIR) -> dict[str, Any]:
                 rows.append(row)
             if key == protocol.key and reference is not None:
                 rows.append(_row(reference, ref_auc))
-            rows.sort(key=_sort_key)
+            rows.sort(key=lambda r: _sort_key(r, key_of))
             for i, row in enumerate(rows, 1):
                 row["rank"] = i
             groups.append({"budget": {**budget.as_json(), "label": budget.label()}, "protocol": key == protocol.key, "baseline": baseline["id"] if baseline else None, "rows": rows})
@@ -222,7 +235,14 @@ def display_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
             [str(r.get("rank", "-")), _label(r), str(r["method"]), budget_cell(r), auc, ci, _cell(r["delta_ref"], signed=True), _cell(c.get("delta"), signed=True), diff_ci,
              _p(c.get("p_delong")), _p(c.get("p_holm")), _cell(r["acc"]), _cell(r["acc_at_val_threshold"]), _cell(r["balanced_acc_at_val_threshold"]), _cell(r["pauc"]), _cell(r["fpr_at_95tpr"]), _cell(r["fixed_architecture"])]
         )
-    return list(COLUMNS), cells
+    columns = list(COLUMNS)
+    if any(r.get("robust_auc") is not None for r in rows):
+        # mean corrupted AUC (bench robustness), over the seeds that carry a block
+        columns += ["corrupted AUC", "drop"]
+        for r, row in zip(rows, cells):
+            seeds = f" ({r['robust_seeds']}/{r['seeds']})" if r.get("robust_seeds") and r["robust_seeds"] != r["seeds"] else ""
+            row += [_cell(r.get("robust_auc")) + seeds, "-" if r.get("robust_drop") is None else f"{100 * r['robust_drop']:.1f} %"]
+    return columns, cells
 
 
 def superseded_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -262,9 +282,9 @@ FOOTNOTE = (
 )
 
 
-def render(tasks: Sequence[str], fmt: str = "table", directory: str | Path = DEFAULT_DIR) -> str:
-    """Return the rankings of `tasks` as text: aligned tables, markdown, or JSON (every field of every row)."""
-    rankings = {task: ranking(task, directory) for task in tasks}
+def render(tasks: Sequence[str], fmt: str = "table", directory: str | Path = DEFAULT_DIR, sort: str = "auc") -> str:
+    """Return the rankings of `tasks` (by mean test AUC, or mean corrupted AUC with sort="robust") as aligned tables, markdown, or JSON."""
+    rankings = {task: ranking(task, directory, sort) for task in tasks}
     if fmt == "json":
         return json.dumps(rankings, sort_keys=True, indent=2)
     blocks = []

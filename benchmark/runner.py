@@ -197,7 +197,7 @@ def _fit_rows(
     method = method_cls(config, model, info)
     bn_batches = lambda: (train.inputs(index) for index in train.sequential(eval_batch_size(train)))  # noqa: E731
     average = build_average(config, model, config["epochs"], bn_batches)
-    augment = build_augmenter(config, task.dims, seed)
+    augment = build_augmenter(config, task.dims, seed, task.flag)
     fitted = fit(
         model, method, train, val, sampler, epochs or config["epochs"], callbacks=callbacks, augment=augment, precision=config["precision"], average=average, select=select,
         track_train=config["track_train"], fuse_bn=config["eval_fuse_bn"],

@@ -204,21 +204,17 @@ def manifest_for(task: Task, config: dict[str, Any], weights: bytes, *, architec
     return manifest
 
 
-def package(run_dir: str | Path, out: str | Path, *, name: str | None = None, allow_tuning_trial: bool = False) -> Path:
-    """Package a finished run's selected weights as a submission archive at `out`; return `out`.
+def run_archive(run_dir: str | Path, *, name: str | None = None, allow_tuning_trial: bool = False) -> bytes:
+    """Return the submission archive (tar bytes) of a finished run's selected weights, as `bench submit` writes it.
 
-    The archive is validated like any submission before it is moved into place. A tuning
-    trial's run (one trained without a test evaluation, `result["test"]` null) is refused
-    unless `allow_tuning_trial`: `bench evaluate` would report its test AUC, and tuning
-    promises that the test split plays no part in choosing a configuration.
+    A tuning trial's run (one trained without a test evaluation, `result["test"]` null) is refused
+    unless `allow_tuning_trial`: `bench evaluate` (or `bench robustness`) would report its test
+    AUC, and tuning promises that the test split plays no part in choosing a configuration.
     """
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir = Path(run_dir)
     for needed in (RESULT, "config.json", WEIGHTS):
         if not (run_dir / needed).is_file():
             raise BenchError(f"{run_dir} is not a finished run directory (no {needed})")
-    if out.is_dir():
-        raise BenchError(f"{out} is a directory; give the archive's file name, e.g. -o submission.tar")
-    check_file_target(out, "-o", make_parents=True)
     result = read_json(run_dir / RESULT)
     if result.get("test") is None and not allow_tuning_trial:
         raise BenchError(
@@ -240,11 +236,35 @@ def package(run_dir: str | Path, out: str | Path, *, name: str | None = None, al
         train_seconds=result.get("train_seconds"),
         name=name,
     )
-    data = _tar_bytes({MANIFEST: (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode(), WEIGHTS: weights})
+    return _tar_bytes({MANIFEST: (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode(), WEIGHTS: weights})
+
+
+def package(run_dir: str | Path, out: str | Path, *, name: str | None = None, allow_tuning_trial: bool = False) -> Path:
+    """Package a finished run's selected weights as a submission archive at `out`; return `out`.
+
+    The archive is validated like any submission before it is moved into place; a tuning
+    trial's run is refused unless `allow_tuning_trial` (see `run_archive`).
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    for needed in (RESULT, "config.json", WEIGHTS):
+        if not (run_dir / needed).is_file():
+            raise BenchError(f"{run_dir} is not a finished run directory (no {needed})")
+    if out.is_dir():
+        raise BenchError(f"{out} is a directory; give the archive's file name, e.g. -o submission.tar")
+    check_file_target(out, "-o", make_parents=True)
+    data = run_archive(run_dir, name=name, allow_tuning_trial=allow_tuning_trial)
     # refuse to hand out an archive that `bench evaluate` would reject
     validate_bytes(data, out, max_bytes=len(data))
     atomic_write_bytes(out, data)
     return out
+
+
+def load_run(run_dir: str | Path, *, max_mb: float = DEFAULT_MAX_MB) -> Submission:
+    """Return a finished run's selected weights as a validated Submission: every check `bench evaluate` makes on an archive."""
+    data = run_archive(run_dir)
+    if len(data) > max_mb * 2**20:
+        raise BenchError(f"{run_dir}: its weights are {len(data) / 2**20:.1f} MB, over the allowed {max_mb:g} MB (raise it with --max-size-mb)")
+    return validate_bytes(data, Path(run_dir), max_bytes=len(data))
 
 
 # --- validation ------------------------------------------------------------------------------

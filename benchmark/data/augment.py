@@ -39,17 +39,19 @@ Transform = Callable[["torch.Tensor"], Any]
 
 @dataclass(frozen=True)
 class Preset:
-    """A named augmentation: one line of description and a builder per dimensionality."""
+    """A named augmentation: one line of description and a builder per dimensionality (given the task where `per_task`)."""
 
     name: str
     summary_2d: str
     summary_3d: str
-    build_2d: Callable[[], Transform]
-    build_3d: Callable[[], Transform]
+    build_2d: Callable[..., Transform]
+    build_3d: Callable[..., Transform]
+    per_task: bool = False
 
-    def build(self, dims: int) -> Transform | None:
-        """Return the per-image transform for 2D or 3D images (None for the identity)."""
-        return (self.build_2d if dims == 2 else self.build_3d)()
+    def build(self, dims: int, task: str | None = None) -> Transform | None:
+        """Return the per-image transform for 2D or 3D images of `task` (None for the identity)."""
+        builder = self.build_2d if dims == 2 else self.build_3d
+        return builder(task) if self.per_task else builder()
 
 
 PRESETS: Registry[Preset] = Registry("augmentation preset")
@@ -140,6 +142,48 @@ def _strong_3d() -> Transform:
     return mt.Compose([_flip_3d(), _affine_3d(), _intensity_3d()])
 
 
+# --- corrupt: MedMNIST-C's AugMedMNIST-C, one corruption of the task's test-time list per image --
+
+
+class RandomCorruption:
+    """One corruption of a list, or none (AugMedMNIST-C's identity), at a random severity 1-5, per image.
+
+    The image (C, *spatial) in [0, 1] is taken to the 8-bit gray levels the corruptions work on
+    (`corruptions2d`, `corruptions3d`) and back; its channels stay equal (as_rgb). The choice,
+    the severity and the corruption's own draws come from torch's generator, which `Augmenter`
+    seeds per batch. AugMedMNIST-C draws each parameter uniformly between its severity-1 and
+    severity-5 values; here a severity level is drawn, so training sees the test-time corruptions.
+    """
+
+    def __init__(self, dims: int, task: str | None) -> None:
+        if dims == 2:
+            from ..corruptions2d import corruptions_for
+
+            self.corruptions = list(corruptions_for(task).values())
+        else:
+            from ..corruptions3d import corruptions
+
+            self.corruptions = list(corruptions().values())
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        k = int(torch.randint(0, len(self.corruptions) + 1, (1,)))
+        if k == len(self.corruptions):
+            return image
+        severity = int(torch.randint(1, len(self.corruptions[k].params) + 1, (1,)))
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        levels = image[:1].mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        out = self.corruptions[k](levels, severity, generator).to(image.dtype).div_(255.0)
+        return out.expand_as(image).contiguous()
+
+
+def _corrupt_2d(task: str | None) -> Transform:
+    return RandomCorruption(2, task)
+
+
+def _corrupt_3d(task: str | None) -> Transform:
+    return RandomCorruption(3, task)
+
+
 PRESETS.add("none", Preset("none", "no augmentation (the official protocol)", "no augmentation (the official protocol)", _none, _none))
 PRESETS.add("flip", Preset("flip", "horizontal flip + rotation up to 10 degrees", "flips on each axis + 90-degree rotations in the three planes", _flip_2d, _flip_3d))
 PRESETS.add("crop", Preset("crop", "random resized crop (scale 0.7-1.0) + horizontal flip", "random box (0.7-1.0 of the volume) resized to 28^3", _crop_2d, _crop_3d))
@@ -147,6 +191,17 @@ PRESETS.add("affine", Preset("affine", "random affine: rotation 10 deg, shift 10
 PRESETS.add("elastic", Preset("elastic", "elastic deformation (alpha 50, sigma 5)", "elastic deformation (sigma 3-5, magnitude 50-150)", _elastic_2d, _elastic_3d))
 PRESETS.add("intensity", Preset("intensity", "brightness and contrast +-20 %, gamma 0.7-1.5", "brightness and contrast +-20 %, gamma 0.7-1.5", _intensity_2d, _intensity_3d))
 PRESETS.add("strong", Preset("strong", "crop + flip + rotation + intensity", "flips/90-degree turns + affine + intensity", _strong_2d, _strong_3d))
+PRESETS.add(
+    "corrupt",
+    Preset(
+        "corrupt",
+        "one MedMNIST-C corruption of the task's list (or none) at severity 1-5 per image (AugMedMNIST-C)",
+        "one MONAI artifact of `bench robustness`'s 3D list (or none) at severity 1-5 per volume",
+        _corrupt_2d,
+        _corrupt_3d,
+        per_task=True,
+    ),
+)
 
 PARAMS = {
     "augment": Choice("none", "augmentation preset (see `bench augmentations`)", choices=tuple(PRESETS.names()), search=True),
@@ -198,11 +253,13 @@ class Augmenter:
     stream is reproducible and independent of anything else that uses random numbers.
     """
 
-    def __init__(self, preset: str, dims: int, seed: int, *, mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, preset: str, dims: int, seed: int, *, task: str | None = None, mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0
+    ) -> None:
         self.preset = PRESETS.get(preset)
         self.dims = dims
         self.seed = seed
-        self.transform = self.preset.build(dims)
+        self.transform = self.preset.build(dims, task)
         self.label_smoothing = label_smoothing
         self.mixer = None
         if mixup > 0.0 or cutmix > 0.0:
@@ -262,9 +319,15 @@ class Augmenter:
         return Batch(x, y, batch.index)
 
 
-def build_augmenter(config: dict[str, Any], dims: int, seed: int) -> Augmenter | None:
-    """Return the run's Augmenter from its config, or None when every augmentation setting is off."""
+def build_augmenter(config: dict[str, Any], dims: int, seed: int, task: str | None = None) -> Augmenter | None:
+    """Return the run's Augmenter from its config (for `task`'s images), or None when every augmentation setting is off."""
     augmenter = Augmenter(
-        config.get("augment", "none"), dims, seed, mixup=config.get("mixup", 0.0), cutmix=config.get("cutmix", 0.0), label_smoothing=config.get("label_smoothing", 0.0)
+        config.get("augment", "none"),
+        dims,
+        seed,
+        task=task,
+        mixup=config.get("mixup", 0.0),
+        cutmix=config.get("cutmix", 0.0),
+        label_smoothing=config.get("label_smoothing", 0.0),
     )
     return augmenter if augmenter.active else None
