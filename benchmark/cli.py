@@ -678,15 +678,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="accept a data file whose MD5 is not the official one")
     p.set_defaults(func=cmd_robustness)
 
-    p = sub.add_parser("report", help="figures and tables of the technical report, from stored results only")
-    p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store (default ./runs); repeat to read several together")
-
     p = _command(sub, "report", "figures and tables of the technical report, from stored results only", "bench report --runs runs -o runs/report --data-root ../shared/data/medmnist")
     p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store; repeat to read several together. Given: its runs alone (add --leaderboards to fill the methods it lacks). Not given: the leaderboards, with ./runs if present")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (default: every task with runs)")
     p.add_argument("-o", "--out", default="reports", help="output folder (default ./reports; a previous report there is replaced)")
     p.add_argument("--leaderboards", metavar="DIR", help="folder of <task>.json leaderboards (default ./leaderboards when no --runs is given)")
-    p.add_argument("--storage", action="append", metavar="URL", help="Optuna storage URL to read studies from; repeatable (default: the SQLite files in the run store)")
+    p.add_argument("--storage", action="append", metavar="URL", help="Optuna storage URL or journal file to read studies from; repeatable (default: the SQLite files in the run store and studies/*.journal)")
     p.add_argument("--data-root", help="folder holding <task>.npz, for the split-prevalence and augmentation figures")
     p.add_argument("--no-verify", action="store_true", help="accept data files whose MD5 is not the official one")
     p.set_defaults(func=cmd_report)

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .figures import STYLE, method_colors
+from .report.style import STYLE, method_colors
 
 Blocks = Mapping[str, Sequence[Mapping[str, Any]]]  # method -> one block per seed
 # panel order: MedMNIST-C's families, then the 3D list's; stored blocks have their keys sorted

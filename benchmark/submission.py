@@ -216,7 +216,7 @@ def run_archive(run_dir: str | Path, *, name: str | None = None, allow_tuning_tr
         if not (run_dir / needed).is_file():
             raise BenchError(f"{run_dir} is not a finished run directory (no {needed})")
     result = read_json(run_dir / RESULT)
-    if result.get("test") is None and not allow_tuning_trial:
+    if "test" in result and result["test"] is None and not allow_tuning_trial:  # a trial records its test as null
         raise BenchError(
             f"{run_dir} is a tuning trial's run (never evaluated on the test split, which is for final models); "
             "retrain its configuration with `bench run --set ...` and submit that run, or pass --allow-tuning-trial"
