@@ -281,3 +281,23 @@ def test_report_figure_and_table_from_plain_blocks() -> None:
     table = report.markdown_table(list(rows.values()))
     assert table.count("\n") == 4 and "| breastmnist | ce | 2 | 0.850 ± 0.071 |" in table
     assert "\\toprule" in report.latex_table(list(rows.values()))
+
+
+def test_the_report_draws_the_committed_robustness_blocks(tmp_path: Path) -> None:
+    from benchmark.report import ReportOptions, build_report
+
+    repo = Path(__file__).resolve().parents[1]
+    out, _ = build_report(ReportOptions(runs=[], out=tmp_path / "rep", tasks=["breastmnist"], leaderboards=repo / "leaderboards"))
+    index = (out / "index.md").read_text()
+    assert "Robustness under corruption" in index and (out / "figures" / "robustness_breastmnist.png").is_file()
+    table = (out / "tables" / "robustness.md").read_text()
+    entries = [e for e in lb.read_board("breastmnist", repo / "leaderboards")["entries"] if any(r.get("robustness") for r in e.get("runs", []))]
+    assert entries
+    cleans = {}
+    for e in entries:  # a block's clean AUC is its seed's test AUC
+        for run in e["runs"]:
+            if run.get("robustness"):
+                assert run["robustness"]["clean"]["auc"] == pytest.approx(run["test"]["auc"], abs=1e-12)
+                cleans.setdefault(e["method"], set()).add(f"{run['test']['auc']:.3f}")
+    rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
+    assert rows and all(cells[0].strip() == "breastmnist" and cells[3].strip() in cleans[cells[1].strip()] for cells in rows)

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from ..errors import BenchError
 from ..tasks import TASKS, get_task
-from . import ablation, bars, curves, data_figures, optuna_figures, roc, style
+from . import ablation, bars, curves, data_figures, optuna_figures, robustness_section, roc, style
 from .context import Loaded, ReportOptions, Section, roots_of
 from .index import MARKER, write_index
 from .runs import group_runs, load_runs
@@ -25,6 +25,7 @@ FIGURES: list[Callable[[Loaded], Section]] = [
     optuna_figures.section,
     ablation.section,
     data_figures.augmentation_section,
+    robustness_section.section,
 ]
 
 
