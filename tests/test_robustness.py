@@ -301,5 +301,5 @@ def test_the_report_draws_the_committed_robustness_blocks(tmp_path: Path) -> Non
                 tolerance = 1e-12 if e["config"]["precision"] in ("fp32", "auto") else 1e-3
                 assert run["robustness"]["clean"]["auc"] == pytest.approx(run["test"]["auc"], abs=tolerance)
                 cleans.setdefault(e["method"], set()).add(f"{run['robustness']['clean']['auc']:.3f}")
-    rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
+    rows = [line.split("|")[1:-1] for line in table.splitlines()[2:] if line.strip()]
     assert rows and all(cells[0].strip() == "breastmnist" and cells[3].strip() in cleans[cells[1].strip()] for cells in rows)
