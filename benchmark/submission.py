@@ -610,7 +610,7 @@ def evaluate(submission: Submission, *, data_root: str | None = None, device: st
     model = build_model(submission.manifest["architecture"], submission.manifest["in_channels"], task.n_labels)
     model.load_state_dict(submission.state, strict=True)
     model = prepare_model(model, torch_device, task.dims)  # the layout a run of this task gets, so logits match it
-    data = load_arrays(task, data_root, verify_md5=verify_md5, splits=("val", "test"))
+    data = load_arrays(task, data_root, verify_md5=verify_md5, splits=("test", "val"))
     test = DeviceSplit(data.images("test"), data.labels("test"), torch_device, as_rgb=submission.as_rgb)
     val = DeviceSplit(data.images("val"), data.labels("val"), torch_device, as_rgb=submission.as_rgb)
     try:

@@ -68,7 +68,7 @@ def verify_task(task: str, directory: str | Path = DEFAULT_DIR, data_root: str |
         if not entries:
             return check
         try:
-            data = load_arrays(task_obj, data_root, verify_md5=verify_md5, download=False, splits=("val", "test"))
+            data = load_arrays(task_obj, data_root, verify_md5=verify_md5, download=False, splits=("test", "val"))
         except BenchError as exc:
             check.problems.append(f"{task}: cannot verify {len(entries)} entries without the data file ({str(exc).split('. ')[0]})")
             return check

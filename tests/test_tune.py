@@ -415,7 +415,7 @@ def test_compare_tunes_with_one_budget_retrains_over_seeds_and_tests_once(full_r
             assert run["test"]["auc"] == pytest.approx(recomputed["auc"]) and run["test"]["acc"] == pytest.approx(recomputed["acc"])
             assert run["val"] == result["val"]
             tests.append(run["test"]["auc"])
-        assert set(r["test"]) == set(recomputed) and r["test"]["auc"]["n"] == 2
+        assert set(recomputed) <= set(r["test"]) and r["test"]["auc"]["n"] == 2  # with the val-threshold accuracies besides
         assert r["test"]["auc"]["mean"] == pytest.approx(np.mean(tests)) and r["test"]["auc"]["sd"] == pytest.approx(np.std(tests, ddof=1))
         assert r["cost"]["tuning"]["runs"] == 2 and r["cost"]["final"]["runs"] == 2
         assert r["cost"]["cpu_seconds"] > 0 and r["cost"]["gpu_seconds"] == 0
