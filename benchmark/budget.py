@@ -55,8 +55,10 @@ def protocol_budget(task: Task | str) -> Budget:
 def effective_precision(precision: Any, devices: Iterable[Any]) -> str:
     """Return the precision a run computed in: the setting when explicit, else what `auto` resolved to on its device(s).
 
-    `auto` is bf16 on CUDA and fp32 on a CPU (trainer.resolve_precision); runs of several
-    devices, or of none recorded, give "auto (device unknown)" unless they all resolve alike.
+    Runs record the precision they resolved to; only records of harnesses older than that hold
+    `auto`, which those harnesses ran as bf16 on CUDA and fp32 on every CPU (today's `auto` is
+    bf16 on CPUs with native bf16 too, but is never stored). Runs of several devices, or of none
+    recorded, give "auto (device unknown)" unless they all resolve alike.
     """
     if precision in ("fp32", "bf16"):
         return str(precision)

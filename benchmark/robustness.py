@@ -199,10 +199,11 @@ class Scorer:
 
     def logits(self, split: Any) -> np.ndarray:
         """Return the model's float32 logits on every row of a DeviceSplit, as submission.evaluate computes them."""
+        from .submission import inference_precision
         from .trainer import predict
 
         try:
-            out = predict(self.model, split)
+            out = predict(self.model, split, precision=inference_precision(self.submission.manifest))
         except RuntimeError as exc:
             raise BenchError(f"{self.submission.path}: the model cannot run on {self.submission.task.flag} inputs ({exc})") from None
         if not np.isfinite(out).all():

@@ -593,11 +593,22 @@ class Evaluation:
     val_logits: np.ndarray | None = None
 
 
+def inference_precision(manifest: dict[str, Any]) -> str:
+    """Return the precision a submission is evaluated in: the one its run trained and was tested in ("fp32" or "bf16"), else fp32.
+
+    Taking it from the run, not from the evaluating machine's `auto`, keeps an organizer's
+    number equal to the run's own on any machine that computes that precision alike.
+    """
+    precision = manifest.get("config", {}).get("precision")
+    return precision if precision in ("fp32", "bf16") else "fp32"
+
+
 def evaluate(submission: Submission, *, data_root: str | None = None, device: str = "auto", verify_md5: bool = True) -> Evaluation:
     """Rebuild the declared architecture, load the weights and return its metrics on the task's test split.
 
-    Inference follows the run's own path (DeviceSplit preprocessing, trainer.predict, channels-last
-    on CUDA for 2D), so a submission packaged from a run reproduces that run's test AUC exactly.
+    Inference follows the run's own path (DeviceSplit preprocessing, trainer.predict in the run's
+    precision, the run's memory layout), so a submission packaged from a run reproduces that
+    run's test AUC exactly on the device kind it ran on.
     """
     from .data import DeviceSplit
     from .runner import resolve_device, seed_everything
@@ -614,8 +625,9 @@ def evaluate(submission: Submission, *, data_root: str | None = None, device: st
     test = DeviceSplit(data.images("test"), data.labels("test"), torch_device, as_rgb=submission.as_rgb)
     val = DeviceSplit(data.images("val"), data.labels("val"), torch_device, as_rgb=submission.as_rgb)
     try:
-        logits = predict(model, test)
-        val_logits = predict(model, val)
+        precision = inference_precision(submission.manifest)
+        logits = predict(model, test, precision=precision)
+        val_logits = predict(model, val, precision=precision)
     except RuntimeError as exc:
         raise BenchError(f"{submission.path}: architecture {submission.manifest['architecture']} cannot run on {task.flag} inputs ({exc})") from None
     if not np.isfinite(logits).all():

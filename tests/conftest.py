@@ -11,6 +11,18 @@ from benchmark.synthetic import write_synthetic
 from benchmark.tasks import TASKS
 
 
+@pytest.fixture(autouse=True)
+def cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test as on a CPU without native bf16, where `precision=auto` is fp32.
+
+    The suite's numbers then do not depend on whether the machine running it has avx512_bf16;
+    the tests of the precision rule set the capability they need themselves.
+    """
+    from benchmark import trainer
+
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: [])
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with a small synthetic `<flag>.npz` for every registered task."""

@@ -21,7 +21,7 @@ from benchmark.methods import METHODS, TrainInfo
 from benchmark.models import build_model
 from benchmark.synthetic import write_synthetic
 from benchmark.tasks import get_task, load_arrays
-from benchmark.trainer import PARAMS, autocast, predict, prepare_model
+from benchmark.trainer import PARAMS, autocast, native_bf16_cpu, predict, prepare_model
 
 TOP_KEYS = {
     "task", "method", "device", "config", "n_train", "n_val", "steps_per_window", "steps_per_epoch",
@@ -202,7 +202,7 @@ def test_reference_trainer_steps_and_images(tiny_root: Path) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_precision_setting_is_declared_once_and_takes_effect() -> None:
+def test_precision_setting_is_declared_once_and_takes_effect(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "precision" in PARAMS and "compile" in PARAMS
     task, ce = get_task("breastmnist"), METHODS.get("ce")
     assert resolve(task, ce)["precision"] == "auto"
@@ -211,15 +211,20 @@ def test_precision_setting_is_declared_once_and_takes_effect() -> None:
         resolve(task, ce, {"precision": "half"})
     layer = torch.nn.Linear(4, 2)
     x = torch.randn(3, 4)
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: [])
     with autocast(torch.device("cpu")):
-        assert layer(x).dtype == torch.float32  # auto is fp32 on CPU
+        assert layer(x).dtype == torch.float32  # auto is fp32 on a CPU without native bf16
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: ["amx_bf16"])
+    with autocast(torch.device("cpu")):
+        assert layer(x).dtype == torch.bfloat16  # and bf16 on one with it
     with autocast(torch.device("cpu"), "bf16"):
         assert layer(x).dtype == torch.bfloat16
     with autocast(torch.device("cpu"), "fp32"):
         assert layer(x).dtype == torch.float32
 
 
-def test_predict_precision_changes_the_arithmetic(tiny_root: Path) -> None:
+def test_predict_precision_changes_the_arithmetic(tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: [])  # auto is then fp32
     task = get_task("breastmnist")
     data = load_arrays(task, tiny_root, verify_md5=False, splits=("val",))
     torch.manual_seed(0)
@@ -281,7 +286,13 @@ def test_training_flops_are_the_convolutions_and_matmuls_counted_by_hand() -> No
 def test_auto_precision_resolves_per_device_and_names_the_cpus_bf16(native: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: native)
     precision, reason = trainer.resolve_precision("auto", torch.device("cpu"))
-    assert precision == "fp32" and ("avx512_bf16" in reason if native else "native bf16 here: none" in reason)
+    if native:  # bf16 where the CPU computes it natively, and the reason names the instruction set
+        assert (precision, reason) == ("bf16", "bf16: auto on a CPU with native bf16 (avx512_bf16)")
+    else:
+        assert precision == "fp32" and "without native bf16" in reason
+    # autocast follows the same rule for "auto"
+    context = trainer.autocast(torch.device("cpu"), "auto")
+    assert isinstance(context, torch.autocast) == bool(native)
     assert trainer.resolve_precision("auto", torch.device("cuda"))[0] == "bf16"
     assert trainer.resolve_precision("bf16", torch.device("cpu")) == ("bf16", "bf16: set explicitly")
     assert trainer.resolve_precision("fp32", torch.device("cuda"))[0] == "fp32"
@@ -294,9 +305,9 @@ def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch: pytest.MonkeyPatch,
     fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 avx512_bf16\n")
     real_open = builtins.open
     monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(fake if path == "/proc/cpuinfo" else path, *a, **k))
-    assert trainer.native_bf16_cpu() == ["avx512_bf16", "amx_bf16"]
+    assert native_bf16_cpu() == ["avx512_bf16", "amx_bf16"]  # the real function (conftest patches trainer's)
     fake.write_text("flags\t\t: fpu sse2\n")
-    assert trainer.native_bf16_cpu() == []
+    assert native_bf16_cpu() == []
 
 
 def test_a_run_is_never_reused_for_a_request_that_resolves_to_another_precision(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,15 +317,18 @@ def test_a_run_is_never_reused_for_a_request_that_resolves_to_another_precision(
         return RunSpec(task="breastmnist", method="ce", overrides={"epochs": 1, **overrides}, data_root=str(tiny_root),
                        runs_root=str(tmp_path / "runs"), device="cpu", verify_md5=False)
 
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: [])  # a CPU without native bf16: auto is fp32
     _, auto_dir = run(spec())
     assert json.loads((auto_dir / "config.json").read_text())["precision"] == "fp32"
-    assert json.loads((auto_dir / "environment.json").read_text())["precision"].startswith("fp32: auto on CPU")
+    assert json.loads((auto_dir / "environment.json").read_text())["precision"].startswith("fp32: auto on a CPU without native bf16")
     assert run(spec(precision="fp32"))[1] == auto_dir  # the same computation, the same run
     _, bf16_dir = run(spec(precision="bf16"))
     assert bf16_dir != auto_dir
-    # were "auto" to mean bf16 here, the stored fp32 run must not be reused: it is the bf16 run's id
-    monkeypatch.setattr("benchmark.runner.resolve_precision", lambda p, d: ("bf16", "bf16: test") if p == "auto" else (p, "set"))
-    assert run(spec())[1] == bf16_dir
+    # on a CPU with native bf16, "auto" is bf16: the stored fp32 run must not be reused, it is the bf16 run's id
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: ["avx512_bf16"])
+    _, auto_bf16_dir = run(spec())
+    assert auto_bf16_dir == bf16_dir
+    assert json.loads((bf16_dir / "environment.json").read_text())["precision"] == "bf16: set explicitly"  # the stored run's own record
 
 
 @pytest.mark.parametrize("arch", ["resnet18_28", "resnet18_3d"])
