@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,16 +12,19 @@ from benchmark.synthetic import write_synthetic
 from benchmark.tasks import TASKS
 
 
-@pytest.fixture(autouse=True)
-def cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def cpu_without_native_bf16() -> Iterator[None]:
     """Run every test as on a CPU without native bf16, where `precision=auto` is fp32.
 
     The suite's numbers then do not depend on whether the machine running it has avx512_bf16;
-    the tests of the precision rule set the capability they need themselves.
+    the tests of the precision rule set the capability they need themselves. Session-scoped,
+    so fixtures of every scope (a module's shared run) see it too.
     """
     from benchmark import trainer
 
-    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: [])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "native_bf16_cpu", lambda: [])
+        yield
 
 
 @pytest.fixture(scope="session")
