@@ -193,9 +193,10 @@ EXPECTED_FIGURES = ["learning_curves_breastmnist", "learning_curves_chestmnist",
                     "optuna_breastmnist_ce_6trials_2epochs_0000_history", "optuna_breastmnist_ce_6trials_2epochs_0000_importance"]
 
 
-def test_report_writes_every_figure_and_table(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_writes_every_figure_and_table(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib.image
 
+    monkeypatch.chdir(tmp_path)  # away from the repository's committed studies/*.journal, which a report reads by default
     out = tmp_path / "reports"
     code = main(["report", "--runs", str(trained["runs"]), "-o", str(out), "--data-root", str(trained["data"]), "--no-verify", "--leaderboards", str(tmp_path / "none")])
     assert code == 0, capsys.readouterr().err

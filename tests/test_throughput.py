@@ -87,7 +87,7 @@ def test_throughput_cli_2d_whole_epoch(tiny_root: Path, tmp_path: Path, capsys: 
     assert all(w["train_images"] == 96 for w in result["harness"]["windows"] + result["reference"]["windows"])
     # "auto" is recorded as the precision it resolved to on this device, with the reason
     assert result["config"] == {"precision": "fp32", "memory_format": "auto", "compile": False, "track_train": True, "eval_fuse_bn": False, "batch_size": 128, "as_rgb": False}
-    assert result["precision_reason"].startswith("fp32: auto on CPU")
+    assert result["precision_reason"].startswith("fp32: auto on a CPU without native bf16")
     assert "track_train true" in printed
 
 
