@@ -32,7 +32,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_curve
 from . import metrics
 from .corruptions2d import SEVERITIES, Corruption
 from .errors import BenchError
-from .submission import DEFAULT_MAX_MB, Submission, load_run, load_submission
+from .submission import DEFAULT_MAX_MB, Submission, inference_precision, load_run, load_submission
 from .tasks import Task
 
 SCHEMA = 1
@@ -196,14 +196,14 @@ class Scorer:
         model.load_state_dict(submission.state, strict=True)
         self.model = prepare_model(model, device, submission.task.dims)
         self.submission = submission
+        self.precision = inference_precision(submission.manifest)
 
     def logits(self, split: Any) -> np.ndarray:
         """Return the model's float32 logits on every row of a DeviceSplit, as submission.evaluate computes them."""
-        from .submission import inference_precision
         from .trainer import predict
 
         try:
-            out = predict(self.model, split, precision=inference_precision(self.submission.manifest))
+            out = predict(self.model, split, precision=self.precision)
         except RuntimeError as exc:
             raise BenchError(f"{self.submission.path}: the model cannot run on {self.submission.task.flag} inputs ({exc})") from None
         if not np.isfinite(out).all():
