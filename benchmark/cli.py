@@ -377,6 +377,7 @@ def _study_options(args: argparse.Namespace) -> Any:
         leaderboard_dir=args.leaderboard_dir,
         tasks=split(args.tasks),
         arms=split(args.arms),
+        timeout=getattr(args, "timeout", None),
     )
 
 
@@ -660,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
             a.add_argument("--jobs", type=integer(1, 256), default=1, help="tuning worker processes on this machine (default 1)")
             a.add_argument("--quiet", action="store_true", help="no progress lines")
+            a.add_argument("--timeout", type=positive_number, metavar="SECONDS", help="no new trial or final run starts after this many seconds (the one running finishes); rerun to resume")
             a.add_argument("--report-out", default="reports", help="folder of the rebuilt report (default ./reports)")
             a.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
 

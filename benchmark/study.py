@@ -40,6 +40,7 @@ class Options:
     leaderboard_dir: str = str(leaderboard.DEFAULT_DIR)
     tasks: tuple[str, ...] = ()  # a subset of the file's tasks; empty: all
     arms: tuple[str, ...] = ()  # a subset of its arms (with their bases); empty: all
+    timeout: float | None = None  # seconds from the start of `run`; no new trial or final run starts after it
 
 
 def storage_of(study: StudyFile, opts: Options) -> str:
@@ -64,8 +65,8 @@ def _selected(study: StudyFile, opts: Options) -> tuple[list[str], list[Arm]]:
     return [t for t in study.tasks if not opts.tasks or t in opts.tasks], arms
 
 
-def tune_spec(study: StudyFile, opts: Options, task: str, arm: Arm, base_params: dict[str, Any]) -> tune.TuneSpec:
-    """Return the tuning study of (task, arm): the study's budget, on top of its base's selection."""
+def tune_spec(study: StudyFile, opts: Options, task: str, arm: Arm, base_params: dict[str, Any], timeout: float | None = None) -> tune.TuneSpec:
+    """Return the tuning study of (task, arm): the study's budget, on top of its base's selection; no new trial after `timeout` s."""
     space = arm.space if arm.base is not None else (*study.space, *arm.space)
     return tune.TuneSpec(
         task=task,
@@ -77,6 +78,7 @@ def tune_spec(study: StudyFile, opts: Options, task: str, arm: Arm, base_params:
         seed=study.seed,
         storage=storage_of(study, opts),
         study=study.optuna_name(task, arm),
+        timeout=timeout,
         jobs=opts.jobs,
         quiet=opts.quiet,
         data_root=opts.data_root,
@@ -176,7 +178,14 @@ def run_final(study: StudyFile, opts: Options, task: str, arm: Arm, params: dict
 
 
 def run(study: StudyFile, opts: Options, out: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) every tuning study and final seed of `study`; return its status (see `status`)."""
+    """Run (or resume) every tuning study and final seed of `study`; return its status (see `status`).
+
+    With `opts.timeout`, no trial or final run starts once that many seconds have passed: the
+    status then has `stopped` true, and the same call resumes where it stopped.
+    """
+    if opts.timeout is not None and (isinstance(opts.timeout, bool) or not isinstance(opts.timeout, (int, float)) or not math.isfinite(opts.timeout) or opts.timeout <= 0):
+        raise BenchError(f"--timeout must be a positive number of seconds, got {opts.timeout!r}")
+    deadline = time.time() + opts.timeout if opts.timeout else None
     tasks, arms = _selected(study, opts)
     wanted = {a.name for a in arms}
     for arm in arms:  # an arm needs its bases
@@ -185,8 +194,17 @@ def run(study: StudyFile, opts: Options, out: Callable[[str], None] = print) -> 
             arm = study.arm(arm.base)
     arms = [a for a in study.arms if a.name in wanted]
     summaries: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def stopped(where: str) -> dict[str, Any]:
+        if not opts.quiet:
+            out(f"== [{study.name}] time limit reached ({opts.timeout:g} s): stopped before {where}; rerun to resume")
+        return {**status(study, opts), "stopped": True}
+
+    out_of_time = lambda: deadline is not None and time.time() >= deadline  # noqa: E731
     for task in tasks:
         for arm in arms:
+            if out_of_time():
+                return stopped(f"{task} / {arm.name}")
             base_params: dict[str, Any] = {}
             if arm.base is not None:
                 got = selection(study, opts, task, study.arm(arm.base), summaries)
@@ -196,17 +214,22 @@ def run(study: StudyFile, opts: Options, out: Callable[[str], None] = print) -> 
             if arm.tuned:
                 if not opts.quiet:
                     out(f"== [{study.name}] {task} / {arm.name}: tuning ({study.budget(arm)} trials)")
-                summaries[(task, arm.name)] = tune.tune(tune_spec(study, opts, task, arm, base_params), out=out)
+                left_s = None if deadline is None else max(deadline - time.time(), 1e-3)
+                summaries[(task, arm.name)] = tune.tune(tune_spec(study, opts, task, arm, base_params, timeout=left_s), out=out)
             params = selection(study, opts, task, arm, summaries)
             if params is None:
+                if out_of_time():
+                    return stopped(f"the rest of {task} / {arm.name}'s trials")
                 raise BenchError(f"{task} / {arm.name}: no trial completed; nothing to retrain")
             done = finals_done(study, task, arm, opts.leaderboard_dir)
             left = [s for s in study.seeds if s not in done]
             if left and not opts.quiet:
                 out(f"== [{study.name}] {task} / {arm.name}: final seeds {left} with {tune._format_params(params) or 'the defaults'}")
             for seed in left:
+                if out_of_time():
+                    return stopped(f"{task} / {arm.name} seed {seed}")
                 run_final(study, opts, task, arm, params, seed, out)
-    return status(study, opts)
+    return {**status(study, opts), "stopped": False}
 
 
 # --- status --------------------------------------------------------------------------------
@@ -216,6 +239,16 @@ def _trial_rows(optuna_study: Any) -> list[dict[str, Any]]:
     from .tune_results import trial_record
 
     return [trial_record(t) for t in optuna_study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
+
+
+def models_per_run(settings: dict[str, Any]) -> int:
+    """Return how many models one run of `settings` trains: `folds` for kfold, 2 for refit (select, then refit), else 1."""
+    from .data.splits import PARAMS as SPLIT_PARAMS
+
+    strategy = settings.get("val_strategy", "official")
+    if strategy == "kfold":
+        return int(settings.get("folds", SPLIT_PARAMS["folds"].default))
+    return 2 if strategy == "refit" else 1
 
 
 def _mean(values: list[float]) -> float | None:
@@ -229,7 +262,8 @@ def status(study: StudyFile, opts: Options) -> dict[str, Any]:
     Read from the journal (or --storage) and the leaderboards only: no run store is needed.
     The time left is the mean wall time of this arm's finished trials (else of the task's) per
     trial left, and the mean of its final runs (else of its complete trials, else its base's
-    final runs, else a trial's) per seed left.
+    final runs, else a trial's, times the models a run of the arm trains: K for kfold, 2 for
+    refit) per seed left.
     """
     rows: list[dict[str, Any]] = []
     tasks, arms = _selected(study, opts)
@@ -266,8 +300,11 @@ def status(study: StudyFile, opts: Options) -> dict[str, Any]:
         finals_of = {row["arm"]: row["_final_wall"] for row in task_rows}
         for row, arm in zip(task_rows, arms):
             per_trial = row.pop("_trial_wall") or fallback
-            # an arm not measured yet costs what its base's final runs cost, else what a trial does
-            per_final = row.pop("_final_wall") or (finals_of.get(arm.base) if arm.base else None) or per_trial
+            # an arm not measured yet costs what its base's final runs (else a trial) cost, per model it trains
+            per_final = row.pop("_final_wall")
+            if per_final is None:
+                per_model = (finals_of.get(arm.base) if arm.base else None) or per_trial
+                per_final = None if per_model is None else per_model * models_per_run({**study.fixed, **arm.fixed})
             left_trials, left_finals = row["trials"]["left"] + row["trials"]["running"], len(row["finals"]["left"])
             if left_trials == 0 and left_finals == 0:
                 row["expected_seconds_left"] = 0.0

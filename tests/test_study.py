@@ -173,6 +173,14 @@ def test_status_before_and_partway_gives_what_is_left_and_a_time_estimate(data_r
     (entry,) = [e for e in leaderboard.read_board("breastmnist", opts.leaderboard_dir)["entries"] if not e.get("reference")]
     walls = [r["wall_seconds"] for r in entry["runs"]]
     assert len(walls) == 2 and rows["ce+ema"]["expected_seconds_left"] == pytest.approx(2 * np.mean(walls))
+    # an arm that trains K models per run (kfold) or two (refit) is expected to cost that many of its base's runs
+    path.write_text(TINY.format(epochs=1) + '[[arm]]\nname = "ce+kfold3"\nmethod = "ce"\nbase = "ce"\nfixed = { val_strategy = "kfold", folds = 3 }\n'
+                    '[[arm]]\nname = "ce+refit"\nmethod = "ce"\nbase = "ce"\nfixed = { val_strategy = "refit" }\n')
+    grown = {r["arm"]: r for r in st.status(load(path), opts)["rows"]}
+    assert grown["ce+kfold3"]["expected_seconds_left"] == pytest.approx(2 * 3 * np.mean(walls))
+    assert grown["ce+refit"]["expected_seconds_left"] == pytest.approx(2 * 2 * np.mean(walls))
+    assert grown["ce"]["state"] == "done"  # a grown file keeps what its arms already did
+    path.write_text(TINY.format(epochs=1))
     code = main(["study", "status", str(path), "--leaderboard-dir", opts.leaderboard_dir])
     out = capsys.readouterr().out
     assert code == 0 and "ce+ema" in out and "2/2" in out and "expected left" in out
@@ -205,6 +213,52 @@ def test_a_study_killed_mid_trial_resumes_to_exactly_its_budget(data_root: Path,
     board = leaderboard.read_board("breastmnist", opts.leaderboard_dir)
     assert sorted(len(e["seeds"]) for e in board["entries"] if not e.get("reference")) == [2, 2]
     assert st.status(study, opts)["expected_seconds_left"] == 0.0
+
+
+class _Clock:
+    """`time` as the study and tune modules see it, with `time()` moved forward by hand."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+def test_a_study_with_a_timeout_stops_between_runs_and_resumes_to_exactly_its_budget(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _file(tmp_path / "studies")
+    study = load(path)
+    opts = _opts(tmp_path, data_root, quiet=False, timeout=3600.0)
+    clock = _Clock()
+    monkeypatch.setattr(tune, "time", clock)
+    monkeypatch.setattr(st, "time", clock)
+    real_trial = tune.run_trial
+
+    def trial_then_the_limit_passes(*args, **kwargs):
+        frozen = real_trial(*args, **kwargs)
+        clock.ahead = 7200.0  # the first trial "took" two hours
+        return frozen
+
+    monkeypatch.setattr(tune, "run_trial", trial_then_the_limit_passes)
+    report = st.run(study, opts)
+    assert report["stopped"] is True
+    assert "time limit reached" in capsys.readouterr().out
+    name = study.optuna_name("breastmnist", study.arm("ce"))
+    s = optuna.load_study(study_name=name, storage=open_storage(str(study.journal)))
+    assert [t.state for t in s.trials] == [TrialState.COMPLETE]  # the running trial finished; no new one started
+    assert not [e for e in leaderboard.read_board("breastmnist", opts.leaderboard_dir)["entries"] if not e.get("reference")]
+    rows = {r["arm"]: r for r in report["rows"]}
+    assert rows["ce"]["trials"]["left"] == 1 and rows["ce+ema"]["finals"]["left"] == [0, 1]
+    # resumed without a limit: exactly the budget, then every final seed
+    monkeypatch.setattr(tune, "run_trial", real_trial)
+    again = st.run(study, dataclasses.replace(opts, timeout=None, quiet=True))
+    s = optuna.load_study(study_name=name, storage=open_storage(str(study.journal)))
+    assert [t.state for t in s.trials] == [TrialState.COMPLETE] * 2
+    assert again["stopped"] is False and again["expected_seconds_left"] == 0.0
+    assert main(["study", "run", str(path), "--timeout", "0", "--no-report"]) == 2  # not a positive number
 
 
 def test_the_seven_task_study_runs_end_to_end_on_synthetic_data(synthetic_root: Path, tmp_path: Path) -> None:
