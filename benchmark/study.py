@@ -147,7 +147,7 @@ def finals_done(study: StudyFile, task: str, arm: Arm, directory: str | Path) ->
 
 
 def run_final(study: StudyFile, opts: Options, task: str, arm: Arm, params: dict[str, Any], seed: int, out: Callable[[str], None]) -> str:
-    """Train, test once and add to the leaderboard one final seed of (task, arm); return the entry id."""
+    """Train, test once and add to the leaderboard one final seed of (task, arm), with its robustness block; return the entry id."""
     result, run_dir = runner.run(
         runner.RunSpec(
             task=task,
@@ -171,9 +171,19 @@ def run_final(study: StudyFile, opts: Options, task: str, arm: Arm, params: dict
             "cpu_seconds": result.get("cpu_seconds"),
         }
     )
+    robust = ""
+    # the weights stay in the run store, which does not outlive the machine: score them under shift now
+    if study.final_robustness and (run_dir / "model.safetensors").is_file():  # a kfold run keeps one model per fold
+        from . import robustness as rb
+
+        started = time.perf_counter()
+        block = rb.evaluate(rb.load_model(run_dir), data_root=opts.data_root, device=opts.device, verify_md5=opts.verify_md5)
+        seed_result.record.update({"robustness": block, "robustness_seconds": time.perf_counter() - started})
+        if block["mean_corrupted_auc"] is not None:
+            robust = f", mean corrupted AUC {block['mean_corrupted_auc']:.4f}"
     ids = leaderboard.add_results(task, [seed_result], opts.leaderboard_dir)
     if not opts.quiet:
-        out(f"[{study.name}] {task} / {arm.name} seed {seed}: test AUC {result['test']['auc']:.4f} (val {result['val']['auc']:.4f}) -> {ids[0]}")
+        out(f"[{study.name}] {task} / {arm.name} seed {seed}: test AUC {result['test']['auc']:.4f} (val {result['val']['auc']:.4f}){robust} -> {ids[0]}")
     return ids[0]
 
 

@@ -11,6 +11,7 @@ Example (every key but `tasks` and `[[arm]]` has a default)::
     space = []           # shared hyperparameters searched in every tuned arm, besides the method's own
     [final]
     seeds = [0, 1, 2]    # the validation-selected configuration is retrained with each, tested once
+    robustness = true    # each final model also scored on the corrupted test copies (bench robustness)
     [fixed]              # settings of every run
     precision = "bf16"
     [[arm]]
@@ -43,7 +44,7 @@ from .tasks import get_task
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 TOP_KEYS = {"description", "tasks", "tune", "final", "fixed", "arm"}
 TUNE_KEYS = {"trials", "epochs", "pruner", "seed", "space"}
-FINAL_KEYS = {"seeds", "epochs"}
+FINAL_KEYS = {"seeds", "epochs", "robustness"}
 ARM_KEYS = {"name", "method", "base", "fixed", "space", "trials"}
 MAX_TRIALS = 100_000
 MAX_SEED = 2**32 - 1
@@ -80,6 +81,7 @@ class StudyFile:
     space: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
     final_epochs: int | None = None  # None: the tuning epochs
+    final_robustness: bool = True  # each final run's leaderboard record carries its robustness block
     fixed: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -179,6 +181,8 @@ def parse(text: str, path: Path) -> StudyFile:
         arm = _arm(a, i, arms)
         arms[arm.name] = arm
     seeds = final.get("seeds", [0, 1, 2])
+    if not isinstance(final.get("robustness", True), bool):
+        raise BenchError("[final] robustness must be true or false")
     if not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds):
         raise BenchError("[final] seeds must be a non-empty list of distinct integers")
     study = StudyFile(
@@ -192,6 +196,7 @@ def parse(text: str, path: Path) -> StudyFile:
         space=_names(tune.get("space", []), "[tune] space"),
         seeds=tuple(_int(s, "[final] seeds", 0, MAX_SEED) for s in seeds),
         final_epochs=None if "epochs" not in final else _int(final["epochs"], "[final] epochs", 1, 100_000),
+        final_robustness=final.get("robustness", True),
         fixed=_settings(raw.get("fixed", {}), "[fixed]"),
         description=str(raw.get("description", "")),
     )

@@ -19,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from benchmark import leaderboard, metrics, study as st, tune
+from benchmark import leaderboard, metrics, robustness as rb, study as st, tune
 from benchmark.cli import main
 from benchmark.errors import BenchError
 from benchmark.methods import METHODS
@@ -83,6 +83,7 @@ def _opts(tmp_path: Path, data_root: Path, **kw) -> st.Options:
         ('tasks = ["breastmnist"]\n[[arm]]\nmethod = "aucm"\n[[arm]]\nname = "x"\nmethod = "ce"\nbase = "aucm"\n', "a base must be of the same method"),
         ('tasks = ["breastmnist"]\n[[arm]]\nmethod = "ce"\nfixed = { margin = 1.0 }\n', "ce has no setting 'margin'"),
         ('tasks = ["breastmnist"]\n[final]\nseeds = []\n[[arm]]\nmethod = "ce"\n', "seeds must be a non-empty list"),
+        ('tasks = ["breastmnist"]\n[final]\nrobustness = "yes"\n[[arm]]\nmethod = "ce"\n', "robustness must be true or false"),
         ('tasks = ["breastmnist"]\n[tune]\ntrials = 0\n[[arm]]\nmethod = "ce"\n', "trials must be an integer from 1"),
         ('tasks = ["breastmnist"]\n[tune]\npruner = "x"\n[[arm]]\nmethod = "ce"\n', "unknown pruner 'x'"),
         ("tasks = [", "not valid TOML"),
@@ -146,6 +147,10 @@ def test_a_study_runs_to_its_budget_and_its_entries_equal_its_final_runs(data_ro
             assert np.array_equal(g2, row) and np.array_equal(l2, labels)
             # the entry's number is the run's, and both are the formula's
             assert run["test"]["auc"] == result["test"]["auc"] == pytest.approx(metrics.auc(labels, metrics.sigmoid(row)), abs=1e-12)
+            # scored under shift while its weights were at hand: the block's clean AUC is the run's test AUC
+            block = run["robustness"]
+            assert block["clean"]["auc"] == pytest.approx(metrics.auc(labels, metrics.sigmoid(row)), abs=1e-12)
+            assert set(block["corruptions"]) == set(rb.corruption_list(TASKS.get("breastmnist"))) and run["robustness_seconds"] > 0
         assert rows[arm]["test_auc"] == [r["test"]["auc"] for r in entry["runs"]]
     # rerun: nothing left, nothing retrained, the same entries
     mtimes = {p: p.stat().st_mtime for p in Path(opts.runs_root).rglob("result.json")}
