@@ -193,8 +193,7 @@ def run(study: StudyFile, opts: Options, out: Callable[[str], None] = print) -> 
     With `opts.timeout`, no trial or final run starts once that many seconds have passed: the
     status then has `stopped` true, and the same call resumes where it stopped.
     """
-    if opts.timeout is not None and (isinstance(opts.timeout, bool) or not isinstance(opts.timeout, (int, float)) or not math.isfinite(opts.timeout) or opts.timeout <= 0):
-        raise BenchError(f"--timeout must be a positive number of seconds, got {opts.timeout!r}")
+    tune.check_timeout(opts.timeout)
     deadline = time.time() + opts.timeout if opts.timeout else None
     tasks, arms = _selected(study, opts)
     wanted = {a.name for a in arms}

@@ -437,6 +437,12 @@ def _spawned(spec_dict: dict[str, Any], deadline: float | None, threads: int) ->
     raise SystemExit(_worker_main(TuneSpec(**spec_dict), deadline, threads))
 
 
+def check_timeout(timeout: Any) -> None:
+    """Raise BenchError unless `timeout` is None or a positive finite number of seconds."""
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0):
+        raise BenchError(f"--timeout must be a positive number of seconds, got {timeout!r}")
+
+
 def tune(spec: TuneSpec, out: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the study of `spec` with `spec.jobs` workers on this machine; return its summary.
 
@@ -444,8 +450,7 @@ def tune(spec: TuneSpec, out: Callable[[str], None] = print) -> dict[str, Any]:
     """
     if isinstance(spec.jobs, bool) or not isinstance(spec.jobs, int) or not 1 <= spec.jobs <= MAX_JOBS:
         raise BenchError(f"--jobs must be an integer from 1 to {MAX_JOBS}, got {spec.jobs!r}")
-    if spec.timeout is not None and (isinstance(spec.timeout, bool) or not isinstance(spec.timeout, (int, float)) or not math.isfinite(spec.timeout) or spec.timeout <= 0):
-        raise BenchError(f"--timeout must be a positive number of seconds, got {spec.timeout!r}")
+    check_timeout(spec.timeout)
     definition(spec)  # every argument checked before anything is written
     check_folder_target(runs_root(spec), "--runs")
     storage_url(spec)

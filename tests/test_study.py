@@ -264,6 +264,11 @@ def test_a_study_with_a_timeout_stops_between_runs_and_resumes_to_exactly_its_bu
     assert [t.state for t in s.trials] == [TrialState.COMPLETE] * 2
     assert again["stopped"] is False and again["expected_seconds_left"] == 0.0
     assert main(["study", "run", str(path), "--timeout", "0", "--no-report"]) == 2  # not a positive number
+    for bad in (0, -1.0, float("nan"), True):  # the API's own check, which the CLI's parser does not reach
+        with pytest.raises(BenchError, match="--timeout must be a positive number"):
+            st.run(study, dataclasses.replace(opts, timeout=bad))
+        with pytest.raises(BenchError, match="--timeout must be a positive number"):
+            tune.tune(st.tune_spec(study, opts, "breastmnist", study.arm("ce"), {}, timeout=bad))
 
 
 def test_the_seven_task_study_runs_end_to_end_on_synthetic_data(synthetic_root: Path, tmp_path: Path) -> None:
