@@ -378,6 +378,7 @@ def _study_options(args: argparse.Namespace) -> Any:
         tasks=split(args.tasks),
         arms=split(args.arms),
         timeout=getattr(args, "timeout", None),
+        emulated_bf16=getattr(args, "emulated_bf16", False),
     )
 
 
@@ -417,6 +418,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                     data_root=opts.data_root,
                     verify_md5=opts.verify_md5,
                     storages=[st.storage_of(study, opts)],
+                    runs_first=False,
+                    study=study.path,
                 )
             )
             print(f"report: {out}/index.md")
@@ -441,7 +444,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         check_storage(database_url(url), create=False)  # a report reads studies; it never creates a database
     out_dir = check_folder_target(Path(args.out), "-o")
     clean_stale_folders(out_dir.parent, out_dir.name)  # a killed report's staging folder
-    if args.runs is not None:
+    if args.study is not None:
+        # a study's results are its leaderboard entries; a run store only draws their curves
+        runs = [Path(r) for r in args.runs] if args.runs else ([Path("runs")] if Path("runs").is_dir() else [])
+        boards, runs_first = args.leaderboards or "leaderboards", False
+    elif args.runs is not None:
         # runs passed explicitly are shown as they are: leaderboards only when asked for too, and never in their place
         runs, boards, runs_first = [Path(r) for r in args.runs], args.leaderboards, True
     else:
@@ -455,6 +462,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         verify_md5=not args.no_verify,
         storages=args.storage or [],
         runs_first=runs_first,
+        study=Path(args.study) if args.study is not None else None,
     )
     out, written = build_report(opts)
     print(f"wrote {len(written)} files to {out}: {out / 'index.md'} shows every figure and table")
@@ -662,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--jobs", type=integer(1, 256), default=1, help="tuning worker processes on this machine (default 1)")
             a.add_argument("--quiet", action="store_true", help="no progress lines")
             a.add_argument("--timeout", type=positive_number, metavar="SECONDS", help="no new trial or final run starts after this many seconds (the one running finishes); rerun to resume")
+            a.add_argument("--emulated-bf16", action="store_true", help="run a bf16 study on a CPU without native bf16 (emulated: many times slower than fp32); refused otherwise")
             a.add_argument("--report-out", default="reports", help="folder of the rebuilt report (default ./reports)")
             a.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
 
@@ -688,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", action="append", metavar="URL", help="Optuna storage URL or journal file to read studies from; repeatable (default: the SQLite files in the run store and studies/*.journal)")
     p.add_argument("--data-root", help="folder holding <task>.npz, for the split-prevalence and augmentation figures")
     p.add_argument("--no-verify", action="store_true", help="accept data files whose MD5 is not the official one")
+    p.add_argument("--study", metavar="FILE", help="a study file (studies/NAME.toml): its final results alone, at its budget, with the levers table")
     p.set_defaults(func=cmd_report)
     return parser
 

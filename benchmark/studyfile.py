@@ -48,6 +48,8 @@ FINAL_KEYS = {"seeds", "epochs", "robustness"}
 ARM_KEYS = {"name", "method", "base", "fixed", "space", "trials"}
 MAX_TRIALS = 100_000
 MAX_SEED = 2**32 - 1
+STUDY_KEY = "study"  # per-seed record keys of a study's final runs on leaderboard entries
+ARM_KEY = "arm"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,16 @@ class StudyFile:
     def budget(self, arm: Arm) -> int:
         """Return the number of finished trials `arm` is tuned for (0 when it is not tuned)."""
         return (arm.trials or self.trials) if arm.tuned else 0
+
+    def final_budget(self) -> tuple[int, str | None]:
+        """Return (epochs, precision) of the final runs; precision None where the file leaves it to the device (`auto`)."""
+        precision = self.fixed.get("precision")
+        return self.final_epochs or self.epochs, None if precision in (None, "auto") else str(precision)
+
+    def is_final(self, entry: dict[str, Any], arm: str | None = None) -> bool:
+        """Return whether every seed of leaderboard `entry` is a final run of this study (of `arm`, when given)."""
+        runs = entry.get("runs") or []
+        return bool(runs) and all(r.get(STUDY_KEY) == self.name and (arm is None or r.get(ARM_KEY) == arm) for r in runs)
 
 
 def _keys(table: Any, allowed: set[str], where: str) -> dict[str, Any]:

@@ -476,3 +476,78 @@ def test_the_accuracy_table_thresholds_on_validation(tmp_path: Path) -> None:
         table = (out / "tables" / "accuracy.md").read_text()
         assert f"| BreastMNIST | aucm | 100 epochs, fp32 | {' | '.join(cells)} |" in table, table
         assert "### Accuracy at MedMNIST's threshold" in (out / "index.md").read_text()
+
+
+STUDY_TEXT = """
+description = "a hand-made study"
+tasks = ["breastmnist"]
+[tune]
+trials = 2
+epochs = 100
+[fixed]
+precision = "bf16"
+[[arm]]
+method = "ce"
+[[arm]]
+method = "aucm"
+[[arm]]
+name = "ce+ema"
+method = "ce"
+base = "ce"
+fixed = { ema = true }
+"""
+
+
+def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.leaderboard import add_results, read_run
+
+    runs, boards = tmp_path / "runs", tmp_path / "leaderboards"
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    path = studies / "hand.toml"
+    path.write_text(STUDY_TEXT)
+    study_budget = {"epochs": 100, "precision": "bf16"}
+    aucs: dict[str, list[float]] = {}
+    for arm, overrides, signal in (("ce", study_budget, 0.8), ("ce+ema", {**study_budget, "ema": True}, 1.0)):
+        results = []
+        for seed in (0, 1, 2):
+            d = fake_run(runs, "breastmnist", "ce", seed, val_auc=0.85, signal=signal + 0.1 * seed, overrides=overrides)
+            labels, logits = np.load(d / "predictions_test.npz")["labels"], np.load(d / "predictions_test.npz")["logits"]
+            aucs.setdefault(arm, []).append(roc_auc_score(labels.ravel(), logits.ravel()))
+            r = read_run(d)
+            r.record.update({"study": "hand", "arm": arm, "command": f"bench study run {path}"})
+            if arm == "ce+ema":
+                r.record["robustness"] = {"mean_corrupted_auc": 0.70 + 0.02 * seed}
+            results.append(r)
+        add_results("breastmnist", results, boards)
+    # entries outside the study, with a better validation AUC: a plain report may pick them, a study report never
+    add_runs("breastmnist", [fake_run(runs, "breastmnist", "ce", 0, val_auc=0.99, signal=3.0, overrides=PROTOCOL)], boards)
+    add_runs("breastmnist", [fake_run(runs, "breastmnist", "aucm", 0, val_auc=0.99, signal=3.0, overrides=PROTOCOL)], boards)
+
+    code = main(["report", "--study", str(path), "--leaderboards", str(boards), "-o", str(tmp_path / "rep"), "--data-root", str(tmp_path / "no-data")])
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / "rep"
+    cells = _table_cells((out / "tables" / "main_results.md").read_text())
+    ce = np.asarray(aucs["ce"])
+    assert cells["ce"][0] == f"{ce.mean():.3f} ± {ce.std(ddof=1):.3f} (3)"  # bold: the only method at the study's budget
+    assert "aucm" not in cells  # no final run of the aucm arm: the fp32 aucm entry is not the study's
+    levers = (out / "tables" / "levers.md").read_text()
+    row = next(line for line in levers.splitlines() if line.startswith("| BreastMNIST | ce+ema |"))
+    c = [x.strip() for x in row.split("|")[1:-1]]
+    ema = np.asarray(aucs["ce+ema"])
+    assert c[2:4] == ["ce", "ema=true"]
+    assert c[4] == f"{ema.mean():.3f} ± {ema.std(ddof=1):.3f} (3)" and c[5] == cells["ce"][0]
+    assert c[6] == f"{ema.mean() - ce.mean():+.3f} ({np.std(ema - ce, ddof=1):.3f})"
+    assert c[8] == "0.720 ± 0.020 (3)" and c[9] == "-"
+    index = (out / "index.md").read_text()
+    assert "### Levers" in index and "100 epochs, bf16 with seeds 0, 1, 2" in index and "`bench study run hand.toml`" in index
+    # a plain report of the same boards prefers the protocol budget: the study is not what it shows
+    assert main(["report", "--leaderboards", str(boards), "-o", str(tmp_path / "plain"), "--data-root", str(tmp_path / "no-data")]) == 0
+    assert _table_cells((tmp_path / "plain" / "tables" / "main_results.md").read_text())["ce"][0].endswith("(1)")
+    # a study with no final run on the boards: one line, no report written
+    empty = studies / "empty.toml"
+    empty.write_text(STUDY_TEXT)
+    capsys.readouterr()
+    assert main(["report", "--study", str(empty), "--leaderboards", str(boards), "-o", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "no final run of" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "none").exists()

@@ -158,6 +158,17 @@ def test_a_study_runs_to_its_budget_and_its_entries_equal_its_final_runs(data_ro
     assert {p: p.stat().st_mtime for p in Path(opts.runs_root).rglob("result.json")} == mtimes
     assert leaderboard.read_board("breastmnist", opts.leaderboard_dir) == board
     assert [r["state"] for r in again["rows"]] == ["done", "done"]
+    # the rerun through the command line rebuilds the study's report: its cells are the entries' own numbers
+    rep = tmp_path / "rep"
+    assert main(["study", "run", str(study.path), "--runs", opts.runs_root, "--data-root", str(data_root), "--no-verify", "--device", "cpu",
+                 "--leaderboard-dir", opts.leaderboard_dir, "--quiet", "--report-out", str(rep)]) == 0
+    by_arm = {e["runs"][0]["arm"]: [r["test"]["auc"] for r in e["runs"]] for e in entries}
+    main_row = next(line for line in (rep / "tables" / "main_results.md").read_text().splitlines() if line.startswith("| ce |"))
+    ce = np.asarray(by_arm["ce"])
+    assert f"{ce.mean():.3f} ± {ce.std(ddof=1):.3f} (2)" in main_row
+    lever = next(line for line in (rep / "tables" / "levers.md").read_text().splitlines() if "| ce+ema |" in line)
+    ema = np.asarray(by_arm["ce+ema"])
+    assert f"{ema.mean() - ce.mean():+.3f} ({np.std(ema - ce, ddof=1):.3f})" in lever
     # from the committed record alone: no run store
     shutil.rmtree(opts.runs_root)
     alone = st.status(study, opts)
@@ -274,7 +285,9 @@ def test_a_study_with_a_timeout_stops_between_runs_and_resumes_to_exactly_its_bu
 def test_the_seven_task_study_runs_end_to_end_on_synthetic_data(synthetic_root: Path, tmp_path: Path) -> None:
     study = load(REPO / "studies" / "medmnist7.toml")
     # one arm, one trial, one epoch, one seed: the file's own tasks and settings, end to end
-    tiny = dataclasses.replace(study, path=tmp_path / "medmnist7.toml", arms=study.arms[:1], trials=1, epochs=1, final_epochs=1, seeds=(0,), pruner="none")
+    # fp32: the file's bf16 is emulated, and far too slow for 3D, on a CPU without native bf16 (CI's may be one)
+    tiny = dataclasses.replace(study, path=tmp_path / "medmnist7.toml", arms=study.arms[:1], trials=1, epochs=1, final_epochs=1, seeds=(0,), pruner="none",
+                               fixed={**study.fixed, "precision": "fp32"})
     opts = _opts(tmp_path, synthetic_root)
     report = st.run(tiny, opts)
     assert {r["task"] for r in report["rows"]} == set(TASKS.names())
@@ -282,6 +295,28 @@ def test_the_seven_task_study_runs_end_to_end_on_synthetic_data(synthetic_root: 
     for task in TASKS.names():
         entries = [e for e in leaderboard.read_board(task, opts.leaderboard_dir)["entries"] if not e.get("reference")]
         assert {e["runs"][0]["arm"] for e in entries} == {a.name for a in tiny.arms}
+
+
+def test_a_bf16_study_is_refused_on_a_cpu_that_only_emulates_bf16(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import benchmark.trainer as trainer
+
+    path = _file(tmp_path / "studies", text=TINY.format(epochs=1) + '[fixed]\nprecision = "bf16"\n')
+    argv = ["study", "run", str(path), "--runs", str(tmp_path / "runs"), "--data-root", str(data_root), "--no-verify", "--device", "cpu",
+            "--leaderboard-dir", str(tmp_path / "boards"), "--no-report"]
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "only emulates" in err and "--emulated-bf16" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "boards").exists() and not path.with_suffix(".journal").exists()
+    # on a CPU with native bf16, or a study in fp32, nothing is refused
+    study = load(path)
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: ["amx_bf16"])
+    st.check_precision(study, _opts(tmp_path, data_root))
+    monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: [])
+    st.check_precision(dataclasses.replace(study, fixed={"precision": "fp32"}), _opts(tmp_path, data_root))
+    st.check_precision(study, _opts(tmp_path, data_root, emulated_bf16=True))
+    with pytest.raises(BenchError, match="only emulates"):
+        st.check_precision(study, _opts(tmp_path, data_root))
 
 
 # --- storage and progress --------------------------------------------------------------------

@@ -113,7 +113,7 @@ def section(d: Loaded) -> Section:
         f"the MedMNIST v2 ResNet-18 reference. Numbers as in the main table ({' and '.join(sources)}); from {_groups_phrase(entries.values())}."
     )
     if other:
-        sec.notes.append(f"not at the task's protocol budget (as marked in the main table): {', '.join(other)}")
+        sec.notes.append(f"not at the report's budget (as marked in the main table): {', '.join(other)}")
     return sec
 
 

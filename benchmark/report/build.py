@@ -12,6 +12,7 @@ from ..tasks import TASKS, get_task
 from . import ablation, bars, curves, data_figures, optuna_figures, robustness_section, roc, style
 from .context import Loaded, ReportOptions, Section, roots_of
 from .index import MARKER, write_index
+from .levers import lever_table
 from .runs import group_runs, load_runs
 from .selection import build_entries, load_leaderboards
 from .tables import write_tables
@@ -31,7 +32,12 @@ FIGURES: list[Callable[[Loaded], Section]] = [
 
 def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
     """Write the report into `opts.out` (replacing a previous report there); return (out folder, list of files written)."""
-    tasks_filter = _check_tasks(opts.tasks)
+    study = None
+    if opts.study is not None:
+        from ..studyfile import load
+
+        study = load(opts.study)  # BenchError for a missing or wrong file
+    tasks_filter = _check_tasks(opts.tasks or (list(study.tasks) if study else None))
     out = Path(opts.out)
     _check_out(out)
     order = tasks_filter or TASKS.names()
@@ -39,7 +45,9 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
     runs, load_notes = load_runs(roots, tasks_filter, allow_empty=opts.leaderboards is not None and not (opts.runs_first and roots))
     groups = group_runs(runs)
     boards, board_notes = load_leaderboards(opts.leaderboards, order)
-    entries = build_entries(groups, boards, runs_first=opts.runs_first)
+    entries = build_entries(groups, boards, runs_first=opts.runs_first, study=study)
+    if not entries and study is not None:
+        raise BenchError(f"nothing to report: no final run of {opts.study} is on the leaderboards in {opts.leaderboards}; `bench study run {opts.study}` makes them")
     if not entries:
         where = f"the leaderboards in {opts.leaderboards}" if opts.leaderboards is not None else "no leaderboards"
         stores = ", ".join(str(r) for r in roots) or "no run store"
@@ -54,10 +62,13 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
         shutil.rmtree(staging)
     (staging / "figures").mkdir(parents=True)
     (staging / "tables").mkdir()
-    data = Loaded(opts, staging / "figures", runs, groups, entries, order, tasks, methods, colors, {t: get_task(t).title for t in TASKS})
+    data = Loaded(opts, staging / "figures", runs, groups, entries, order, tasks, methods, colors, {t: get_task(t).title for t in TASKS}, study)
     try:
         sections = [section(data) for section in FIGURES]
-        tables = write_tables(staging / "tables", entries, tasks, methods)
+        extra = {}
+        if study is not None and (levers := lever_table(boards, study, tasks)) is not None:
+            extra["levers"] = (levers, "The generalization levers: each beside its base arm, same seeds and budget.", "tab:levers", (3,))
+        tables = write_tables(staging / "tables", entries, tasks, methods, extra)
         write_index(staging, data, missing, load_notes + board_notes, sections, tables)
         written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
         _swap(staging, out)

@@ -28,6 +28,8 @@ class ReportOptions:
     `runs`: run stores read together (none: the leaderboards alone). `leaderboards`: the folder of
     `<task>.json` files, or None. `runs_first`: the runs were passed explicitly, so a method's run
     group is never replaced by a leaderboard entry (else the leaderboard entry is preferred).
+    `study`: a study file; the tables then show its final entries alone (the run store only
+    gives their curves).
     """
 
     runs: Path | list[Path]
@@ -38,6 +40,7 @@ class ReportOptions:
     verify_md5: bool = True
     storages: list[str] = field(default_factory=list)
     runs_first: bool = True
+    study: Path | None = None  # a study file: report its final results (see selection.py) and its levers table
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Loaded:
     methods: list[str]  # in colour (registry) order
     colors: dict[str, str]
     titles: dict[str, str]
+    study: Any = None  # the StudyFile reported on, or None
 
     @property
     def roots(self) -> list[Path]:

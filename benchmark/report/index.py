@@ -24,8 +24,43 @@ SELECTION_RULE = (
 )
 
 
+STUDY_RULE = (
+    "a method's result on a task is the leaderboard entry of the study's final runs of the method's tuned arm: the configuration "
+    "its tuning study selected on validation AUC, retrained with the final seeds and tested once; test numbers never select"
+)
+
+
+def study_lines(d: Loaded) -> list[str]:
+    """Return the opening statement of a study's report: its file, budget, tuning, seeds, rule and sources."""
+    study = d.study
+    from .selection import study_budget
+
+    seeds = sorted({len(e.test_auc.values) for e in d.entries.values()})
+    tuned = [a.name for a in study.arms if a.base is None]
+    levers = [a.name for a in study.arms if a.base is not None]
+    waiting = [m for m in dict.fromkeys(a.method for a in study.arms if a.base is None) if m not in d.methods]
+    return [
+        "## Study protocol",
+        "",
+        f"- Study: `{shown(study.path)}` ({study.description or 'no description'}); its Optuna record is `{shown(study.journal)}` "
+        f"and the command that reproduces every result is `bench study run {shown(study.path)}`.",
+        f"- Budget: every method's arm gets {study.trials} finished trials of {study.epochs} epochs (pruner: {study.pruner}; trial 0 at the "
+        f"method's paper defaults; a lever that searches a setting has the trials its file gives); the final runs train {study_budget(study).label()} with seeds {', '.join(map(str, study.seeds))}. "
+        "The official MedMNIST training is fp32; a cell at another budget than the study's names it and is never ranked or bolded.",
+        f"- Seeds: each cell gives its number of seeds ({', '.join(map(str, seeds)) or 'none'} here); ± is the sd over seeds.",
+        f"- Selection rule: {STUDY_RULE}.",
+        f"- Sources: the leaderboards in `{shown(d.opts.leaderboards)}`, entries whose every seed is a final run of this study.",
+        f"- Tasks: {', '.join(get_task(t).title for t in d.tasks)}; methods {', '.join(d.methods)} (arms {', '.join(tuned)}); "
+        f"levers {', '.join(levers) or 'none'} (table below, where they have final runs)."
+        + (f" No final runs yet: {', '.join(waiting)}." if waiting else ""),
+        "",
+    ]
+
+
 def protocol_lines(d: Loaded) -> list[str]:
     """Return the report's opening statement of the study protocol: budget, seeds, selection rule, sources and their preference."""
+    if d.study is not None:
+        return study_lines(d)
     budgets = {}
     for t in d.tasks:
         budgets.setdefault(protocol_budget(t).label(), []).append(get_task(t).title)
@@ -70,6 +105,10 @@ def write_index(folder: Path, d: Loaded, missing: Sequence[str], load_notes: Seq
     lines += ["## Tables", "", "### Main results", "", tables["main_results"].markdown(), "LaTeX: [tables/main_results.tex](tables/main_results.tex)", ""]
     lines += ["### Accuracy at MedMNIST's threshold and at the validation threshold", "", tables["accuracy"].markdown(), "LaTeX: [tables/accuracy.tex](tables/accuracy.tex)", ""]
     lines += ["### Selected hyperparameters", "", tables["hyperparameters"].markdown(), "LaTeX: [tables/hyperparameters.tex](tables/hyperparameters.tex)", ""]
+    if "levers" in tables:
+        lines += ["### Levers", "", tables["levers"].markdown(), "LaTeX: [tables/levers.tex](tables/levers.tex)", ""]
+    elif d.study is not None:
+        lines += ["### Levers", "", "No lever arm of the study has final runs on the leaderboards yet.", ""]
     lines += ["## Figures", ""]
     for n, sec in enumerate(sections, start=1):
         lines += [f"### Figure {n}. {sec.title}", ""]

@@ -6,6 +6,11 @@ preferred for a method on a task: the run store when runs were passed explicitly
 replaced by a leaderboard entry), else the leaderboard. Within the preferred source, a result at
 the task's protocol budget wins over any other budget; then the best mean validation AUC (ties:
 more seeds). Test numbers never choose. A result at another budget is shown with its budget.
+
+A report of a study (`bench report --study FILE`) shows the study's own results instead: per
+(task, method), the leaderboard entry of the study's final runs of the method's tuned arm (its
+configuration was selected on validation by that arm's tuning study), and the study's final
+budget takes the place of the protocol budget.
 """
 
 from __future__ import annotations
@@ -38,11 +43,17 @@ class Entry:
     config: dict[str, Any] = field(default_factory=dict)
     fpr: Scores | None = None
     board_entry: dict[str, Any] | None = None  # the leaderboard's record, for its stored predictions
+    target: Budget | None = None  # the report's budget for this task when it is not the protocol's (a study's)
+
+    @property
+    def report_budget(self) -> Budget:
+        """Return the budget the report ranks at on this task: a study's final budget, else the task's protocol budget."""
+        return self.target or protocol_budget(self.task)
 
     @property
     def protocol(self) -> bool:
-        """Return whether the result is at its task's protocol budget."""
-        return self.budget.key == protocol_budget(self.task).key
+        """Return whether the result is at the report's budget (see `report_budget`), so it may be ranked and bolded."""
+        return self.budget.key == self.report_budget.key
 
     @property
     def seeds(self) -> list[int]:
@@ -145,12 +156,56 @@ def _pick_entries(entries: Sequence[dict[str, Any]], protocol: Budget) -> dict[s
     return max(sorted(at_protocol or entries, key=lambda e: str(e["id"])), key=_entry_val)
 
 
-def build_entries(groups: Sequence[Group], boards: Mapping[tuple[str, str], Sequence[dict[str, Any]]], *, runs_first: bool) -> dict[tuple[str, str], Entry]:
+def study_budget(study: Any) -> Budget:
+    """Return the budget of a study's final runs (a precision left to the device counts as the protocol's fp32)."""
+    from ..budget import PROTOCOL_PRECISION
+
+    epochs, precision = study.final_budget()
+    return Budget(epochs, precision or PROTOCOL_PRECISION)
+
+
+def main_arm(study: Any, method: str) -> str | None:
+    """Return the arm that stands for `method` in a study's main table: the arm named after it, else its first arm with no base."""
+    names = [a.name for a in study.arms if a.method == method and a.base is None]
+    return method if method in names else (names[0] if names else None)
+
+
+def study_entries(boards: Mapping[tuple[str, str], Sequence[dict[str, Any]]], study: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Return {(task, arm name): leaderboard entry} for every arm of `study` (a StudyFile) whose final runs are on a leaderboard.
+
+    An entry belongs to an arm when every one of its seeds is a final run of that arm; of two
+    such entries (a rerun under changed code), the one with more seeds, then the first by id, is kept.
+    """
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for (task, method), entries in sorted(boards.items()):
+        for arm in study.arms:
+            if arm.method != method:
+                continue
+            mine = [e for e in entries if study.is_final(e, arm.name)]
+            if mine:
+                out[(task, arm.name)] = max(sorted(mine, key=lambda e: str(e["id"])), key=lambda e: len(e.get("runs", [])))
+    return out
+
+
+def build_entries(
+    groups: Sequence[Group], boards: Mapping[tuple[str, str], Sequence[dict[str, Any]]], *, runs_first: bool, study: Any = None
+) -> dict[tuple[str, str], Entry]:
     """Return the table's cells, one per (task, method) found in the run store or the leaderboards (see the module docstring).
 
     A leaderboard entry is matched to the run store's group of the same configuration (for
-    curves and ROC); its numbers are the leaderboard's own.
+    curves and ROC); its numbers are the leaderboard's own. With `study` (a StudyFile), the cells
+    are its methods' tuned arms' final entries alone, at its final budget.
     """
+    if study is not None:
+        target = study_budget(study)
+        finals = study_entries(boards, study)
+        cells = {}
+        for (task, name), entry in finals.items():
+            method = study.arm(name).method
+            if name == main_arm(study, method) and (cell := _board_cell((task, method), entry, groups)) is not None:
+                cell.target = target
+                cells[(task, method)] = cell
+        return cells
     by_key: dict[tuple[str, str], list[Group]] = {}
     for g in groups:
         by_key.setdefault((g.task, g.method), []).append(g)

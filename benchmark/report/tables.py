@@ -88,9 +88,10 @@ def main_table(entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str], m
     """Return the results table: one row per method and the reference row, one column per task and the mean over tasks.
 
     A cell is mean ± sd of the test AUC over seeds with the number of seeds, and the budget when
-    it is not the task's protocol budget. The best protocol-budget mean per task (as displayed,
-    to 3 decimals) is bold, the reference row left out of that contest. The mean over tasks is
-    shown only for a method with a protocol-budget result on every task in the table.
+    it is not the report's budget (the task's protocol budget, or a study's final budget). The
+    best mean at that budget per task (as displayed, to 3 decimals) is bold, the reference row
+    left out of that contest. The mean over tasks is shown only for a method with a result at
+    that budget on every task in the table.
     """
     header = ["method"] + [get_task(t).title for t in tasks] + ["mean over tasks"]
     rows: list[list[str]] = []
@@ -117,10 +118,12 @@ def main_table(entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str], m
             bold |= {(i, j) for v, i in shown if v == top}
     refs = [get_task(t).reference.get("auc") for t in tasks]
     rows.append([REFERENCE_ROW] + [fmt(r) for r in refs] + [fmt(float(np.mean(refs))) if all(r is not None for r in refs) else "-"])
-    budgets = sorted({protocol_budget(t).label() for t in tasks})
+    of_study = any(e.target is not None for e in entries.values())
+    budgets = sorted({e.report_budget.label() for e in entries.values() if e.task in tasks} or {protocol_budget(t).label() for t in tasks})
+    which, short = ("the study's final budget", "study-budget") if of_study else ("the protocol budget", "protocol-budget")
     note = (
-        f"Test AUC, mean ± sd over seeds (number of seeds in brackets), at the protocol budget ({' / '.join(budgets)}) unless the cell names "
-        "another budget; bold: best protocol-budget mean per task. The mean over tasks is given only for a method with a protocol-budget "
+        f"Test AUC, mean ± sd over seeds (number of seeds in brackets), at {which} ({' / '.join(budgets)}) unless the cell names "
+        f"another budget; bold: best {short} mean per task. The mean over tasks is given only for a method with a {short} "
         "result on every task shown."
     )
     return Table(header, rows, bold, note, numeric=tuple(range(1, len(header))))
@@ -155,7 +158,7 @@ def hparams_table(entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str]
                 shared = [k for k in sorted(config) if k not in budget_keys and config[k] != protocol.get(k)]
             settings = "; ".join(f"{k}={value_text(config[k])}" for k in own + shared) or "(defaults)"
             source = f"leaderboard entry {e.board_entry['id']}" if e.source == "leaderboard" and e.board_entry else "run store, best mean val AUC"
-            budget = e.budget.label() + ("" if e.protocol else " (not the protocol's)")
+            budget = e.budget.label() + ("" if e.protocol else (" (not the study's)" if e.target else " (not the protocol's)"))
             rows.append([get_task(task).title, method, ", ".join(map(str, e.seeds)) or str(len(e.test_auc.values)), budget, source, settings])
     note = (
         "Selected configuration per task and method (see the selection rule at the top of the report); budget: epochs and the precision "
@@ -206,14 +209,24 @@ def accuracy_table(entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str
     return Table(header, rows, set(), note, numeric=(3, 4, 5))
 
 
-def write_tables(folder: Path, entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str], methods: Sequence[str]) -> dict[str, Table]:
-    """Write tables/main_results, tables/accuracy and tables/hyperparameters as .md and .tex into `folder`; return the tables."""
+def write_tables(
+    folder: Path,
+    entries: Mapping[tuple[str, str], Entry],
+    tasks: Sequence[str],
+    methods: Sequence[str],
+    extra: Mapping[str, tuple[Table, str, str, tuple[int, ...]]] | None = None,
+) -> dict[str, Table]:
+    """Write tables/main_results, tables/accuracy, tables/hyperparameters and each `extra` table
+    ({name: (table, LaTeX caption, label, wrapped columns)}) as .md and .tex into `folder`; return the tables."""
     tables = {"main_results": main_table(entries, tasks, methods), "accuracy": accuracy_table(entries, tasks, methods), "hyperparameters": hparams_table(entries, tasks, methods)}
     captions = {
         "main_results": ("Test AUC per method and task, mean ± sd over seeds.", "tab:main-results", ()),
         "accuracy": ("Test accuracy at MedMNIST's threshold 0.5 and at the threshold chosen on validation.", "tab:accuracy", ()),
         "hyperparameters": ("Selected configuration per task and method.", "tab:hyperparameters", (5,)),
     }
+    for name, (table, caption, label, wrap) in (extra or {}).items():
+        tables[name] = table
+        captions[name] = (caption, label, wrap)
     for name, table in tables.items():
         (folder / f"{name}.md").write_text(table.markdown())
         caption, label, wrap = captions[name]
