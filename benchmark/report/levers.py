@@ -11,38 +11,35 @@ carry robustness blocks. Nothing here selects: lever and base are both the study
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..tasks import get_task
 from .selection import study_entries
-from .tables import Table, fmt, value_text
+from .tables import Table, fmt, mean_sd_text, value_text
 
 HEADER = ["task", "lever", "base", "change", "test AUC", "base test AUC", "Δ test AUC (paired sd)", "val AUC", "corrupted AUC", "base corrupted AUC"]
 
 
-def _per_seed(entry: Mapping[str, Any] | None, key: str) -> dict[int, float]:
-    """Return {seed: value} of a per-seed number: 'auc' (test), 'val_auc', or 'corrupted' (the robustness block's mean corrupted AUC)."""
+def _per_seed(entry: Mapping[str, Any] | None, get: Callable[[Mapping[str, Any]], Any]) -> dict[int, float]:
+    """Return {seed: get(seed record)} over the entry's seeds, for the finite numbers `get` finds."""
     out: dict[int, float] = {}
     for run in (entry or {}).get("runs", []):
-        if key == "auc":
-            value = (run.get("test") or {}).get("auc")
-        elif key == "corrupted":
-            value = (run.get("robustness") or {}).get("mean_corrupted_auc")
-        else:
-            value = run.get(key)
+        value = get(run)
         if isinstance(value, (int, float)) and math.isfinite(value):
             out[int(run["seed"])] = float(value)
     return out
 
 
+TEST_AUC = lambda run: (run.get("test") or {}).get("auc")  # noqa: E731
+VAL_AUC = lambda run: run.get("val_auc")  # noqa: E731
+CORRUPTED_AUC = lambda run: (run.get("robustness") or {}).get("mean_corrupted_auc")  # noqa: E731
+
+
 def _cell(values: Sequence[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{fmt(values[0])} (1)"
-    return f"{fmt(float(np.mean(values)))} ± {fmt(float(np.std(values, ddof=1)))} ({len(values)})"
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return mean_sd_text(float(np.mean(values)) if values else None, sd, len(values))
 
 
 def _delta(lever: Mapping[int, float], base: Mapping[int, float]) -> str:
@@ -70,12 +67,12 @@ def lever_table(boards: Mapping[tuple[str, str], Sequence[dict[str, Any]]], stud
             if arm.base is None or (task, arm.name) not in finals:
                 continue
             entry, base = finals[(task, arm.name)], finals.get((task, arm.base))
-            lever_auc, base_auc = _per_seed(entry, "auc"), _per_seed(base, "auc")
+            lever_auc, base_auc = _per_seed(entry, TEST_AUC), _per_seed(base, TEST_AUC)
             rows.append([
                 get_task(task).title, arm.name, arm.base, _change(arm, entry),
                 _cell(list(lever_auc.values())), _cell(list(base_auc.values())), _delta(lever_auc, base_auc),
-                _cell(list(_per_seed(entry, "val_auc").values())),
-                _cell(list(_per_seed(entry, "corrupted").values())), _cell(list(_per_seed(base, "corrupted").values())),
+                _cell(list(_per_seed(entry, VAL_AUC).values())),
+                _cell(list(_per_seed(entry, CORRUPTED_AUC).values())), _cell(list(_per_seed(base, CORRUPTED_AUC).values())),
             ])
     if not rows:
         return None

@@ -26,6 +26,13 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def mean_sd_text(mean: float | None, sd: float | None, inside: Any) -> str:
+    """Return a cell 'mean ± sd (inside)', or 'mean (inside)' without an sd, '-' without a mean."""
+    if mean is None:
+        return "-"
+    return f"{fmt(mean)} ± {fmt(sd)} ({inside})" if sd is not None else f"{fmt(mean)} ({inside})"
+
+
 def value_text(v: Any) -> str:
     """Return a setting's value as the tables print it (floats to 4 significant digits, booleans lower-case)."""
     if isinstance(v, float):
@@ -108,7 +115,7 @@ def main_table(entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str], m
             if e.protocol:
                 means.append(s.mean)
             inside = f"{len(s.values)}" if e.protocol else f"{len(s.values)}; {e.budget.label()}"
-            row.append(f"{fmt(s.mean)} ± {fmt(s.sd)} ({inside})" if s.sd is not None else f"{fmt(s.mean)} ({inside})")
+            row.append(mean_sd_text(s.mean, s.sd, inside))
         row.append(fmt(float(np.mean(means))) if len(means) == len(tasks) and means else "-")
         rows.append(row)
     for j, task in enumerate(tasks, start=1):
@@ -199,7 +206,7 @@ def accuracy_table(entries: Mapping[tuple[str, str], Entry], tasks: Sequence[str
             cells = []
             for key, _ in ACCURACY_KEYS:
                 mean, sd, n = _accuracy(e, key)
-                cells.append("-" if mean is None else (f"{fmt(mean)} ± {fmt(sd)} ({n})" if sd is not None else f"{fmt(mean)} ({n})"))
+                cells.append(mean_sd_text(mean, sd, n))
             rows.append([get_task(task).title, method, e.budget.label()] + cells)
     note = (
         "Test accuracy, mean ± sd over seeds (seeds in brackets): ACC@0.5, MedMNIST's official accuracy (score > 0.5); ACC@val and "
