@@ -12,6 +12,20 @@ from benchmark.synthetic import write_synthetic
 from benchmark.tasks import TASKS
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n 2`, the README's test command), share the cores among the workers.
+
+    Each worker is one process; PyTorch would otherwise start as many threads as there are
+    cores in every one of them, and oversubscribed threads spin instead of working.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // int(workers)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cpu_without_native_bf16() -> Iterator[None]:
     """Run every test as on a CPU without native bf16, where `precision=auto` is fp32.

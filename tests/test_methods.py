@@ -25,7 +25,7 @@ EXPECTED = ["ce", "focal", "aucm", "aucs", "ct", "tpauc", "alm"]
 # tiny sets and batches keep a 3D ResNet-18 step cheap on a CPU
 TINY = {
     "breastmnist": ({"train": 16, "val": 12, "test": 12}, 8),
-    "adrenalmnist3d": ({"train": 8, "val": 6, "test": 6}, 8),
+    "adrenalmnist3d": ({"train": 4, "val": 4, "test": 4}, 8),
     "chestmnist": ({"train": 24, "val": 24, "test": 24}, 8),
 }
 

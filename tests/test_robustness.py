@@ -26,6 +26,7 @@ from benchmark.data.augment import PRESETS, RandomCorruption
 from benchmark.models import build_model
 from benchmark.runner import RunSpec, run
 from benchmark.store import save_weights, write_json
+from benchmark.synthetic import DEFAULT_SIZES
 from benchmark.submission import package
 from benchmark.tasks import get_task, load_arrays
 from benchmark.trainer import predict, prepare_model
@@ -120,7 +121,7 @@ def test_a_3d_model_gets_monai_corruptions(synthetic_root: Path, tmp_path: Path)
     assert list(block["corruptions"]) == ["gibbs_ringing", "rician_noise"] and block["severities"] == 1
     assert all(len(c["auc"]) == 1 for c in block["corruptions"].values())
     assert block["corruptions"]["gibbs_ringing"]["family"] == "k-space" and block["medmnistc"] is None
-    assert block["prevalence_shift"]["test"]["n"] == block["n_test"] == 8 and "MONAI" in block["corruption_set"]
+    assert block["prevalence_shift"]["test"]["n"] == block["n_test"] == DEFAULT_SIZES[3]["test"] and "MONAI" in block["corruption_set"]
 
 
 # --- thresholded metrics and prevalence shift ------------------------------------------------------

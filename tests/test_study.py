@@ -40,6 +40,7 @@ epochs = {epochs}
 pruner = "none"
 [final]
 seeds = [0, 1]
+robustness = {robustness}
 [[arm]]
 method = "ce"
 [[arm]]
@@ -57,10 +58,15 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def tiny(epochs: int = 1, robustness: bool = False) -> str:
+    """The tiny study's text; the robustness pass (37 corrupted test sets per final seed) only where a test checks it."""
+    return TINY.format(epochs=epochs, robustness=str(robustness).lower())
+
+
 def _file(folder: Path, epochs: int = 1, text: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "tiny.toml"
-    path.write_text(text if text is not None else TINY.format(epochs=epochs))
+    path.write_text(text if text is not None else tiny(epochs))
     return path
 
 
@@ -118,7 +124,7 @@ def test_the_committed_study_files_parse_and_cover_what_they_promise() -> None:
 
 
 def test_a_study_runs_to_its_budget_and_its_entries_equal_its_final_runs(data_root: Path, tmp_path: Path) -> None:
-    study = load(_file(tmp_path / "studies"))
+    study = load(_file(tmp_path / "studies", text=tiny(robustness=True)))
     opts = _opts(tmp_path, data_root)
     report = st.run(study, opts)
     journal = study.journal
@@ -190,13 +196,13 @@ def test_status_before_and_partway_gives_what_is_left_and_a_time_estimate(data_r
     walls = [r["wall_seconds"] for r in entry["runs"]]
     assert len(walls) == 2 and rows["ce+ema"]["expected_seconds_left"] == pytest.approx(2 * np.mean(walls))
     # an arm that trains K models per run (kfold) or two (refit) is expected to cost that many of its base's runs
-    path.write_text(TINY.format(epochs=1) + '[[arm]]\nname = "ce+kfold3"\nmethod = "ce"\nbase = "ce"\nfixed = { val_strategy = "kfold", folds = 3 }\n'
+    path.write_text(tiny() + '[[arm]]\nname = "ce+kfold3"\nmethod = "ce"\nbase = "ce"\nfixed = { val_strategy = "kfold", folds = 3 }\n'
                     '[[arm]]\nname = "ce+refit"\nmethod = "ce"\nbase = "ce"\nfixed = { val_strategy = "refit" }\n')
     grown = {r["arm"]: r for r in st.status(load(path), opts)["rows"]}
     assert grown["ce+kfold3"]["expected_seconds_left"] == pytest.approx(2 * 3 * np.mean(walls))
     assert grown["ce+refit"]["expected_seconds_left"] == pytest.approx(2 * 2 * np.mean(walls))
     assert grown["ce"]["state"] == "done"  # a grown file keeps what its arms already did
-    path.write_text(TINY.format(epochs=1))
+    path.write_text(tiny())
     code = main(["study", "status", str(path), "--leaderboard-dir", opts.leaderboard_dir])
     out = capsys.readouterr().out
     assert code == 0 and "ce+ema" in out and "2/2" in out and "expected left" in out
@@ -282,25 +288,37 @@ def test_a_study_with_a_timeout_stops_between_runs_and_resumes_to_exactly_its_bu
             tune.tune(st.tune_spec(study, opts, "breastmnist", study.arm("ce"), {}, timeout=bad))
 
 
-def test_the_seven_task_study_runs_end_to_end_on_synthetic_data(synthetic_root: Path, tmp_path: Path) -> None:
+def test_the_seven_task_study_runs_end_to_end_on_synthetic_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    for flag in TASKS.names():  # the smallest sets that hold both classes: four 3D tasks are two runs and a robustness pass each
+        task = get_task(flag)
+        np.savez_compressed(root / f"{flag}.npz", **synthetic_arrays(task, SIZES if task.dims == 2 else {"train": 4, "val": 2, "test": 2}))
+    # the first corruption of each task's list, at its 5 severities: the whole robustness pass of a 3D task
+    # costs minutes on a CPU; its list in full is checked in tests/test_robustness.py
+    full_list = rb.corruption_list
+    monkeypatch.setattr(rb, "corruption_list", lambda task: dict(list(full_list(task).items())[:1]))
     study = load(REPO / "studies" / "medmnist7.toml")
     # one arm, one trial, one epoch, one seed: the file's own tasks and settings, end to end
     # fp32: the file's bf16 is emulated, and far too slow for 3D, on a CPU without native bf16 (CI's may be one)
     tiny = dataclasses.replace(study, path=tmp_path / "medmnist7.toml", arms=study.arms[:1], trials=1, epochs=1, final_epochs=1, seeds=(0,), pruner="none",
                                fixed={**study.fixed, "precision": "fp32"})
-    opts = _opts(tmp_path, synthetic_root)
+    opts = _opts(tmp_path, root)
     report = st.run(tiny, opts)
     assert {r["task"] for r in report["rows"]} == set(TASKS.names())
     assert all(r["state"] == "done" for r in report["rows"])
     for task in TASKS.names():
         entries = [e for e in leaderboard.read_board(task, opts.leaderboard_dir)["entries"] if not e.get("reference")]
         assert {e["runs"][0]["arm"] for e in entries} == {a.name for a in tiny.arms}
+        # scored under shift (MedMNIST-C in 2D, MONAI's artifacts in 3D) while its weights were at hand
+        first = next(iter(full_list(TASKS.get(task))))
+        assert all(list(r["robustness"]["corruptions"]) == [first] and len(r["robustness"]["corruptions"][first]["auc"]) == 5 for e in entries for r in e["runs"])
 
 
 def test_a_bf16_study_is_refused_on_a_cpu_that_only_emulates_bf16(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import benchmark.trainer as trainer
 
-    path = _file(tmp_path / "studies", text=TINY.format(epochs=1) + '[fixed]\nprecision = "bf16"\n')
+    path = _file(tmp_path / "studies", text=tiny() + '[fixed]\nprecision = "bf16"\n')
     argv = ["study", "run", str(path), "--runs", str(tmp_path / "runs"), "--data-root", str(data_root), "--no-verify", "--device", "cpu",
             "--leaderboard-dir", str(tmp_path / "boards"), "--no-report"]
     monkeypatch.setattr(trainer, "native_bf16_cpu", lambda: [])

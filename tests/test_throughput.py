@@ -336,7 +336,7 @@ def test_batchnorm_folded_evaluation_equals_the_unfused_one(arch: str) -> None:
     torch.manual_seed(0)
     dims = 3 if arch.endswith("3d") else 2
     model = prepare_model(build_model(arch, 1, 1), torch.device("cpu"), dims)
-    shape = (12, 28, 28, 28) if dims == 3 else (40, 28, 28)
+    shape = (6, 28, 28, 28) if dims == 3 else (40, 28, 28)
     rng = np.random.default_rng(0)
     split = DeviceSplit(rng.integers(0, 255, shape, dtype=np.uint8), rng.integers(0, 2, (shape[0], 1)), torch.device("cpu"))
     model.train()
