@@ -59,7 +59,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny(epochs: int = 1, robustness: bool = False) -> str:
-    """The tiny study's text; the robustness pass (37 corrupted test sets per final seed) only where a test checks it."""
+    """The tiny study's text; the robustness pass (35 corrupted test sets per final seed) only where a test checks it."""
     return TINY.format(epochs=epochs, robustness=str(robustness).lower())
 
 
@@ -291,7 +291,7 @@ def test_a_study_with_a_timeout_stops_between_runs_and_resumes_to_exactly_its_bu
 def test_the_seven_task_study_runs_end_to_end_on_synthetic_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "data"
     root.mkdir()
-    for flag in TASKS.names():  # the smallest sets that hold both classes: four 3D tasks are two runs and a robustness pass each
+    for flag in TASKS.names():  # tiny sets that still hold both classes: each 3D task costs two runs and a robustness pass
         task = get_task(flag)
         np.savez_compressed(root / f"{flag}.npz", **synthetic_arrays(task, SIZES if task.dims == 2 else {"train": 4, "val": 2, "test": 2}))
     # the first corruption of each task's list, at its 5 severities: the whole robustness pass of a 3D task
