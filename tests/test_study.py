@@ -26,7 +26,7 @@ from benchmark.methods import METHODS
 from benchmark.storage import copy_studies, open_storage
 from benchmark.store import load_predictions, read_json
 from benchmark.studyfile import load, parse
-from benchmark.synthetic import synthetic_arrays
+from benchmark.synthetic import synthetic_arrays, write_synthetic
 from benchmark.tasks import TASKS, get_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,7 +293,7 @@ def test_the_seven_task_study_runs_end_to_end_on_synthetic_data(tmp_path: Path, 
     root.mkdir()
     for flag in TASKS.names():  # tiny sets that still hold both classes: each 3D task costs two runs and a robustness pass
         task = get_task(flag)
-        np.savez_compressed(root / f"{flag}.npz", **synthetic_arrays(task, SIZES if task.dims == 2 else {"train": 4, "val": 2, "test": 2}))
+        write_synthetic(task, root, SIZES if task.dims == 2 else {"train": 4, "val": 2, "test": 2})
     # the first corruption of each task's list, at its 5 severities: the whole robustness pass of a 3D task
     # costs minutes on a CPU; its list in full is checked in tests/test_robustness.py
     full_list = rb.corruption_list
