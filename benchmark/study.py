@@ -129,7 +129,7 @@ def selection(study: StudyFile, opts: Options, task: str, arm: Arm, summaries: d
             return None
         params.update(base)
     params.update(arm.fixed)
-    if arm.tuned:
+    if study.budget(arm) > 0:
         summary = summaries.get((task, arm.name))
         if summary is None:
             optuna_study = _load_optuna(study, opts, task, arm)
@@ -239,7 +239,7 @@ def run(study: StudyFile, opts: Options, out: Callable[[str], None] = print) -> 
                 if got is None:
                     raise BenchError(f"{task} / {arm.name}: its base {arm.base!r} has no selection yet")
                 base_params = got
-            if arm.tuned:
+            if study.budget(arm) > 0:
                 if not opts.quiet:
                     out(f"== [{study.name}] {task} / {arm.name}: tuning ({study.budget(arm)} trials)")
                 left_s = None if deadline is None else max(deadline - time.time(), 1e-3)
@@ -300,7 +300,7 @@ def status(study: StudyFile, opts: Options) -> dict[str, Any]:
         task_rows: list[dict[str, Any]] = []
         for arm in arms:
             budget = study.budget(arm)
-            optuna_study = _load_optuna(study, opts, task, arm) if arm.tuned else None
+            optuna_study = _load_optuna(study, opts, task, arm) if budget > 0 else None
             trials = _trial_rows(optuna_study) if optuna_study is not None else []
             finished = [t for t in trials if t["state"] in ("complete", "pruned")]
             running = [t for t in trials if t["state"] == "running"]

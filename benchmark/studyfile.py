@@ -4,7 +4,8 @@ Example (every key but `tasks` and `[[arm]]` has a default)::
 
     tasks = ["breastmnist"]
     [tune]
-    trials = 10          # finished trials per (task, arm); trial 0 is the method's paper defaults
+    trials = 10          # finished trials per (task, arm); trial 0 is the method's paper defaults;
+                         # 0: no tuning, the finals retrain the paper defaults
     epochs = 100
     pruner = "median"
     seed = 0
@@ -23,7 +24,7 @@ Example (every key but `tasks` and `[[arm]]` has a default)::
     fixed = { ema = true }  # ... with these settings; no tuning unless `space` names some
 
 An arm is tuned when it has no `base`, or when it names a `space` (then only those are
-searched, on top of the base's selection). Its Optuna study is `<file stem>.<task>.<arm>` in
+searched, on top of the base's selection), and its trial budget is above 0. Its Optuna study is `<file stem>.<task>.<arm>` in
 the journal `studies/<name>.journal` (or `--storage`).
 """
 
@@ -107,7 +108,9 @@ class StudyFile:
 
     def budget(self, arm: Arm) -> int:
         """Return the number of finished trials `arm` is tuned for (0 when it is not tuned)."""
-        return (arm.trials or self.trials) if arm.tuned else 0
+        if not arm.tuned:
+            return 0
+        return arm.trials if arm.trials is not None else self.trials
 
     def final_budget(self) -> tuple[int, str | None]:
         """Return (epochs, precision) of the final runs; precision None where the file leaves it to the device (`auto`)."""
@@ -167,7 +170,7 @@ def _arm(raw: Any, index: int, earlier: dict[str, Arm]) -> Arm:
             raise BenchError(f"[[arm]] {name!r}: base {base!r} is a {earlier[base].method} arm; a base must be of the same method")
     trials = raw.get("trials")
     if trials is not None:
-        trials = _int(trials, f"[[arm]] {name!r}: trials", 1, MAX_TRIALS)
+        trials = _int(trials, f"[[arm]] {name!r}: trials", 0, MAX_TRIALS)
     return Arm(name, method, _settings(raw.get("fixed", {}), f"[[arm]] {name!r}: fixed"), base, _names(raw.get("space", []), f"[[arm]] {name!r}: space"), trials)
 
 
@@ -201,7 +204,7 @@ def parse(text: str, path: Path) -> StudyFile:
         path=path,
         tasks=tasks,
         arms=tuple(arms.values()),
-        trials=_int(tune.get("trials", 10), "[tune] trials", 1, MAX_TRIALS),
+        trials=_int(tune.get("trials", 10), "[tune] trials", 0, MAX_TRIALS),
         epochs=_int(tune.get("epochs", 100), "[tune] epochs", 1, 100_000),
         pruner=str(tune.get("pruner", "median")),
         seed=_int(tune.get("seed", 0), "[tune] seed", 0, MAX_SEED),

@@ -90,7 +90,7 @@ def _opts(tmp_path: Path, data_root: Path, **kw) -> st.Options:
         ('tasks = ["breastmnist"]\n[[arm]]\nmethod = "ce"\nfixed = { margin = 1.0 }\n', "ce has no setting 'margin'"),
         ('tasks = ["breastmnist"]\n[final]\nseeds = []\n[[arm]]\nmethod = "ce"\n', "seeds must be a non-empty list"),
         ('tasks = ["breastmnist"]\n[final]\nrobustness = "yes"\n[[arm]]\nmethod = "ce"\n', "robustness must be true or false"),
-        ('tasks = ["breastmnist"]\n[tune]\ntrials = 0\n[[arm]]\nmethod = "ce"\n', "trials must be an integer from 1"),
+        ('tasks = ["breastmnist"]\n[tune]\ntrials = -1\n[[arm]]\nmethod = "ce"\n', "trials must be an integer from 0"),
         ('tasks = ["breastmnist"]\n[tune]\npruner = "x"\n[[arm]]\nmethod = "ce"\n', "unknown pruner 'x'"),
         ("tasks = [", "not valid TOML"),
     ],
@@ -180,6 +180,23 @@ def test_a_study_runs_to_its_budget_and_its_entries_equal_its_final_runs(data_ro
     alone = st.status(study, opts)
     assert [(r["trials"]["finished"], r["finals"]["done"]) for r in alone["rows"]] == [(2, [0, 1]), (0, [0, 1])]
     assert alone["spent"]["wall_seconds"] > 0 and alone["expected_seconds_left"] == 0.0
+
+
+def test_a_study_with_no_trials_retrains_the_paper_defaults_and_tunes_nothing(data_root: Path, tmp_path: Path) -> None:
+    text = 'tasks = ["breastmnist"]\n[tune]\ntrials = 0\n[final]\nepochs = 1\nseeds = [3]\nrobustness = false\n[[arm]]\nmethod = "aucm"\n'
+    study = load(_file(tmp_path / "studies", text=text))
+    assert study.budget(study.arm("aucm")) == 0
+    opts = _opts(tmp_path, data_root)
+    report = st.run(study, opts)
+    assert not study.journal.exists() or not optuna.study.get_all_study_names(open_storage(str(study.journal)))
+    (row,) = report["rows"]
+    assert row["state"] == "done" and row["trials"] == {"budget": 0, "finished": 0, "running": 0, "left": 0} and row["finals"]["done"] == [3]
+    (entry,) = [e for e in leaderboard.read_board("breastmnist", opts.leaderboard_dir)["entries"] if not e.get("reference")]
+    # the paper's defaults, read from the method's own parameter table, not from the study code
+    method = METHODS.get("aucm")
+    defaults = {**{name: p.default for name, p in method.PARAMS.items()}, **method.DEFAULTS}
+    assert defaults and all(entry["config"][k] == v for k, v in defaults.items())
+    assert entry["seeds"] == [3] and entry["config"]["epochs"] == 1 and entry["budget"]["hyperparameters"] == "defaults"
 
 
 def test_status_before_and_partway_gives_what_is_left_and_a_time_estimate(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
