@@ -290,8 +290,8 @@ def status(study: StudyFile, opts: Options) -> dict[str, Any]:
     Read from the journal (or --storage) and the leaderboards only: no run store is needed.
     The time left is the mean wall time of this arm's finished trials (else of the task's) per
     trial left, and the mean of its final runs (else of its complete trials, else its base's
-    final runs, else a trial's, times the models a run of the arm trains: K for kfold, 2 for
-    refit) per seed left.
+    final runs, else a trial's, else the task's other arms' final runs, times the models a run of
+    the arm trains: K for kfold, 2 for refit) per seed left.
     """
     rows: list[dict[str, Any]] = []
     tasks, arms = _selected(study, opts)
@@ -326,12 +326,14 @@ def status(study: StudyFile, opts: Options) -> dict[str, Any]:
             )
         fallback = _mean(task_trial_walls)
         finals_of = {row["arm"]: row["_final_wall"] for row in task_rows}
+        # with no trials to time (trials = 0), an arm not run yet costs what the task's other final runs cost
+        task_final = _mean([w for w in finals_of.values() if w is not None])
         for row, arm in zip(task_rows, arms):
             per_trial = row.pop("_trial_wall") or fallback
             # an arm not measured yet costs what its base's final runs (else a trial) cost, per model it trains
             per_final = row.pop("_final_wall")
             if per_final is None:
-                per_model = (finals_of.get(arm.base) if arm.base else None) or per_trial
+                per_model = (finals_of.get(arm.base) if arm.base else None) or per_trial or task_final
                 per_final = None if per_model is None else per_model * models_per_run({**study.fixed, **arm.fixed})
             left_trials, left_finals = row["trials"]["left"] + row["trials"]["running"], len(row["finals"]["left"])
             if left_trials == 0 and left_finals == 0:

@@ -197,6 +197,11 @@ def test_a_study_with_no_trials_retrains_the_paper_defaults_and_tunes_nothing(da
     defaults = {**{name: p.default for name, p in method.PARAMS.items()}, **method.DEFAULTS}
     assert defaults and all(entry["config"][k] == v for k, v in defaults.items())
     assert entry["seeds"] == [3] and entry["config"]["epochs"] == 1 and entry["budget"]["hyperparameters"] == "defaults"
+    # with no trials to time, an arm not yet run is expected to cost what the task's final runs cost
+    path = study.path
+    path.write_text(text + '[[arm]]\nmethod = "ce"\n')
+    rows = {r["arm"]: r for r in st.status(load(path), opts)["rows"]}
+    assert rows["ce"]["state"] == "left" and rows["ce"]["expected_seconds_left"] == pytest.approx(entry["runs"][0]["wall_seconds"])
 
 
 def test_status_before_and_partway_gives_what_is_left_and_a_time_estimate(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
