@@ -31,6 +31,12 @@ STUDY_RULE = (
 )
 
 
+DEFAULTS_RULE = (
+    "a method's result on a task is the leaderboard entry of the study's final runs of the method's arm at its paper defaults "
+    "(the study tunes nothing, so nothing is selected), each seed tested once"
+)
+
+
 def study_lines(d: Loaded) -> list[str]:
     """Return the opening statement of a study's report: its file, budget, tuning, seeds, rule and sources."""
     study = d.study
@@ -38,16 +44,25 @@ def study_lines(d: Loaded) -> list[str]:
     tuned = [a.name for a in study.arms if a.base is None]
     levers = [a.name for a in study.arms if a.base is not None]
     waiting = [m for m in dict.fromkeys(a.method for a in study.arms if a.base is None) if m not in d.methods]
+    finals = f"the final runs train {study_budget(study).label()} with seeds {', '.join(map(str, study.seeds))}"
+    if any(study.budget(a) > 0 for a in study.arms):
+        record = f"its Optuna record is `{shown(study.journal)}`"
+        budget = (
+            f"every method's arm gets {study.trials} finished trials of {study.epochs} epochs (pruner: {study.pruner}; trial 0 at the "
+            f"method's paper defaults; a lever that searches a setting has the trials its file gives); {finals}"
+        )
+        rule = STUDY_RULE
+    else:  # [tune] trials = 0
+        record, budget, rule = "it tunes nothing, so it has no Optuna record", f"no tuning (`[tune] trials = 0`): every arm retrains its method's paper defaults; {finals}", DEFAULTS_RULE
     return [
         "## Study protocol",
         "",
-        f"- Study: `{shown(study.path)}` ({study.description or 'no description'}); its Optuna record is `{shown(study.journal)}` "
+        f"- Study: `{shown(study.path)}` ({study.description or 'no description'}); {record} "
         f"and the command that reproduces every result is `bench study run {shown(study.path)}`.",
-        f"- Budget: every method's arm gets {study.trials} finished trials of {study.epochs} epochs (pruner: {study.pruner}; trial 0 at the "
-        f"method's paper defaults; a lever that searches a setting has the trials its file gives); the final runs train {study_budget(study).label()} with seeds {', '.join(map(str, study.seeds))}. "
+        f"- Budget: {budget}. "
         "The official MedMNIST training is fp32; a cell at another budget than the study's names it and is never ranked or bolded.",
         f"- Seeds: each cell gives its number of seeds ({', '.join(map(str, seeds)) or 'none'} here); ± is the sd over seeds.",
-        f"- Selection rule: {STUDY_RULE}.",
+        f"- Selection rule: {rule}.",
         f"- Sources: the leaderboards in `{shown(d.opts.leaderboards)}`, entries whose every seed is a final run of this study.",
         f"- Tasks: {', '.join(get_task(t).title for t in d.tasks)}; methods {', '.join(d.methods)} (arms {', '.join(tuned)}); "
         f"levers {', '.join(levers) or 'none'} (table below, where they have final runs)."
