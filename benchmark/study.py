@@ -326,11 +326,11 @@ def status(study: StudyFile, opts: Options) -> dict[str, Any]:
             )
         fallback = _mean(task_trial_walls)
         finals_of = {row["arm"]: row["_final_wall"] for row in task_rows}
-        # with no trials to time (trials = 0), an arm not run yet costs what the task's other final runs cost
-        task_final = _mean([w for w in finals_of.values() if w is not None])
+        task_final = _mean(list(finals_of.values()))
         for row, arm in zip(task_rows, arms):
             per_trial = row.pop("_trial_wall") or fallback
-            # an arm not measured yet costs what its base's final runs (else a trial) cost, per model it trains
+            # an arm not measured yet costs what its base's final runs (else a trial, else, with
+            # no trials to time, the task's other final runs) cost, per model it trains
             per_final = row.pop("_final_wall")
             if per_final is None:
                 per_model = (finals_of.get(arm.base) if arm.base else None) or per_trial or task_final

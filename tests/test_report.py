@@ -551,11 +551,12 @@ def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their
     assert main(["report", "--study", str(empty), "--leaderboards", str(boards), "-o", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "no final run of" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
-    # the same finals under a study that tunes nothing: the protocol says so, and names no tuning it did not do
-    untuned = studies / "hand.toml"
-    untuned.write_text(STUDY_TEXT.replace("trials = 2", "trials = 0"))
-    assert main(["report", "--study", str(untuned), "--leaderboards", str(boards), "-o", str(tmp_path / "rep0"), "--data-root", str(tmp_path / "no-data")]) == 0
-    index0 = (tmp_path / "rep0" / "index.md").read_text().split("## Tables")[0]
-    assert "no tuning (`[tune] trials = 0`)" in index0 and "at its paper defaults" in index0
-    assert "finished trials" not in index0 and "Optuna record is" not in index0 and "selected on validation" not in index0
-    assert "finished trials of 100 epochs" in index.split("## Tables")[0] and "selected on validation" in index.split("## Tables")[0]
+    # the same finals under a study that tunes nothing (the same file, so the entries stay this study's):
+    # the protocol says so, and names no tuning it did not do
+    tuned_protocol = index.split("## Tables")[0]
+    assert "finished trials of 100 epochs" in tuned_protocol and "selected on validation" in tuned_protocol
+    path.write_text(STUDY_TEXT.replace("trials = 2", "trials = 0"))
+    assert main(["report", "--study", str(path), "--leaderboards", str(boards), "-o", str(tmp_path / "rep0"), "--data-root", str(tmp_path / "no-data")]) == 0
+    protocol = (tmp_path / "rep0" / "index.md").read_text().split("## Tables")[0]
+    assert "no tuning (`[tune] trials = 0`)" in protocol and "at its paper defaults" in protocol
+    assert "finished trials" not in protocol and "Optuna record is" not in protocol and "selected on validation" not in protocol

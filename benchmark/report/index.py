@@ -53,7 +53,9 @@ def study_lines(d: Loaded) -> list[str]:
         )
         rule = STUDY_RULE
     else:  # [tune] trials = 0
-        record, budget, rule = "it tunes nothing, so it has no Optuna record", f"no tuning (`[tune] trials = 0`): every arm retrains its method's paper defaults; {finals}", DEFAULTS_RULE
+        record = "it tunes nothing, so it has no Optuna record"
+        budget = f"no tuning (`[tune] trials = 0`): every arm retrains its method's paper defaults; {finals}"
+        rule = DEFAULTS_RULE
     return [
         "## Study protocol",
         "",
