@@ -597,7 +597,8 @@ def add_results(task: str, results: Sequence[SeedResult], directory: str | Path 
                     raise BenchError(f"entry {entry_id}: its seeds were tested on different data files (data file MD5 {group[0].data_md5} and {r.data_md5})")
                 kept = merged.get(r.seed)
                 if kept is not None and "robustness" in kept.record and np.array_equal(kept.logits, r.logits):
-                    r.record = {**r.record, "robustness": kept.record["robustness"]}  # the same model again: its robustness block stays
+                    # the same model again: its robustness block (and the time it took) stays
+                    r.record = {**r.record, **{k: kept.record[k] for k in ("robustness", "robustness_seconds") if k in kept.record}}
                 merged[r.seed] = r
                 sources[r.seed] = source
             entry, sidecar = build_entry(task_obj, list(merged.values()), sources)
