@@ -560,3 +560,6 @@ def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their
     protocol = (tmp_path / "rep0" / "index.md").read_text().split("## Tables")[0]
     assert "no tuning (`[tune] trials = 0`)" in protocol and "at its paper defaults" in protocol
     assert "finished trials" not in protocol and "Optuna record is" not in protocol and "selected on validation" not in protocol
+    assert "configuration (selected on validation)" in levers
+    levers0 = (tmp_path / "rep0" / "tables" / "levers.md").read_text()
+    assert "configuration (its paper defaults, untuned)" in levers0 and "selected on validation" not in levers0

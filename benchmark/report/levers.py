@@ -76,8 +76,11 @@ def lever_table(boards: Mapping[tuple[str, str], Sequence[dict[str, Any]]], stud
             ])
     if not rows:
         return None
+    bases = {arm.base for arm in study.arms if arm.base is not None}
+    tuned = [study.budget(arm) > 0 for arm in study.arms if arm.name in bases]
+    selected = "selected on validation" if all(tuned) else "its paper defaults, untuned" if not any(tuned) else "selected on validation where it was tuned, else its paper defaults"
     note = (
-        f"Each lever of the study `{study.path.name}` retrains its base arm's configuration (selected on validation) with the change shown, "
+        f"Each lever of the study `{study.path.name}` retrains its base arm's configuration ({selected}) with the change shown, "
         "on the same final seeds and budget. Test and corrupted AUC: mean ± sd over seeds (seeds in brackets); Δ: lever mean minus base mean, "
         "in brackets the sd of the per-seed differences. The test split chose none of these settings."
     )
