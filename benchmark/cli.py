@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
@@ -412,7 +413,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             out, notes = build_report(
                 ReportOptions(
                     runs=[Path(opts.runs_root or "runs")],
-                    out=Path(args.report_out),
+                    out=Path(args.report_out or default_report_out(study.path)),
                     tasks=list(study.tasks),
                     leaderboards=Path(opts.leaderboard_dir),
                     data_root=opts.data_root,
@@ -433,6 +434,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_report_out(study: str | Path | None) -> Path:
+    """Return where a report goes when no folder is given: ./reports, and a study's own ./reports/<stem> inside it."""
+    return Path("reports") / Path(study).stem if study is not None else Path("reports")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -442,7 +448,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for url in args.storage or []:
         check_storage(database_url(url), create=False)  # a report reads studies; it never creates a database
-    out_dir = check_folder_target(Path(args.out), "-o")
+    out_dir = check_folder_target(Path(args.out or default_report_out(args.study)), "-o")
     clean_stale_folders(out_dir.parent, out_dir.name)  # a killed report's staging folder
     if args.study is not None:
         # a study's results are its leaderboard entries; a run store only draws their curves
@@ -455,7 +461,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         runs, boards, runs_first = [Path("runs")] if Path("runs").is_dir() else [], args.leaderboards or "leaderboards", False
     opts = ReportOptions(
         runs=runs,
-        out=Path(args.out),
+        out=out_dir,
         tasks=args.tasks,
         leaderboards=Path(boards) if boards is not None else None,
         data_root=args.data_root,
@@ -671,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--quiet", action="store_true", help="no progress lines")
             a.add_argument("--timeout", type=positive_number, metavar="SECONDS", help="no new trial or final run starts after this many seconds (the one running finishes); rerun to resume")
             a.add_argument("--emulated-bf16", action="store_true", help="run a bf16 study on a CPU without native bf16 (emulated: many times slower than fp32); refused otherwise")
-            a.add_argument("--report-out", default="reports", help="folder of the rebuilt report (default ./reports)")
+            a.add_argument("--report-out", help="folder of the rebuilt study report (default ./reports/<FILE stem>)")
             a.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
 
     p = _command(sub, "robustness", "evaluate a kept model on corrupted copies of the test split (MedMNIST-C in 2D, MONAI artifacts in 3D)", "bench robustness runs/breastmnist/ce/<hash> --data-root ../shared/data/medmnist")
@@ -692,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "report", "figures and tables of the technical report, from stored results only", "bench report --runs runs -o runs/report --data-root ../shared/data/medmnist")
     p.add_argument("--runs", action="append", metavar="DIR", help="root of a run store; repeat to read several together. Given: its runs alone (add --leaderboards to fill the methods it lacks). Not given: the leaderboards, with ./runs if present")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (default: every task with runs)")
-    p.add_argument("-o", "--out", default="reports", help="output folder (default ./reports; a previous report there is replaced)")
+    p.add_argument("-o", "--out", help="output folder (default ./reports, with --study ./reports/<study stem>; a previous report there is replaced, the study reports inside it kept)")
     p.add_argument("--leaderboards", metavar="DIR", help="folder of <task>.json leaderboards (default ./leaderboards when no --runs is given)")
     p.add_argument("--storage", action="append", metavar="URL", help="Optuna storage URL or journal file to read studies from; repeatable (default: the SQLite files in the run store and studies/*.journal)")
     p.add_argument("--data-root", help="folder holding <task>.npz, for the split-prevalence and augmentation figures")

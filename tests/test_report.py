@@ -498,7 +498,7 @@ fixed = { ema = true }
 """
 
 
-def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their_base(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmark.leaderboard import add_results, read_run
 
     runs, boards = tmp_path / "runs", tmp_path / "leaderboards"
@@ -563,3 +563,13 @@ def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their
     assert "configuration (selected on validation)" in levers
     levers0 = (tmp_path / "rep0" / "tables" / "levers.md").read_text()
     assert "configuration (its paper defaults, untuned)" in levers0 and "selected on validation" not in levers0
+    # the default folders, as reports/ is committed: a study's report in reports/<stem>, kept inside the overview
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--study", "studies/hand.toml", "--data-root", "no-data"]) == 0
+    study_index = (tmp_path / "reports" / "hand" / "index.md").read_bytes()
+    for _ in range(2):  # built over a folder holding only the study report, then over itself
+        assert main(["report", "--data-root", "no-data"]) == 0, capsys.readouterr().err
+        overview = (tmp_path / "reports" / "index.md").read_text()
+        assert overview.count("[hand](hand/index.md)") == 1 and (tmp_path / "reports" / "hand" / "index.md").read_bytes() == study_index
+    assert main(["report", "--study", "studies/hand.toml", "--data-root", "no-data"]) == 0
+    assert (tmp_path / "reports" / "index.md").read_text() == overview and not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]

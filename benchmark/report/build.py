@@ -70,8 +70,13 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
             extra["levers"] = (levers, "The generalization levers: each beside its base arm, same seeds and budget.", "tab:levers", (3,))
         tables = write_tables(staging / "tables", entries, tasks, methods, extra)
         write_index(staging, data, missing, load_notes + board_notes, sections, tables)
+        kept = [d for d in nested_reports(out) if not (staging / d.name).exists()]
+        if kept:
+            with (staging / "index.md").open("a") as index:
+                index.write("\n## Study reports\n\nBuilt apart by `bench report --study` (or `bench study run`) into this folder, and kept when it is rebuilt:\n\n")
+                index.writelines(f"- [{d.name}]({d.name}/index.md)\n" for d in kept)
         written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        _swap(staging, out)
+        _swap(staging, out, [d.name for d in kept])
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -92,16 +97,26 @@ def _check_out(out: Path) -> None:
         raise BenchError(f"{out} is a file; -o needs a folder")
     if out.is_dir() and any(out.iterdir()):
         index = out / "index.md"
-        if not (index.is_file() and MARKER in index.read_text(errors="replace")):
+        only_reports = {p.name for p in out.iterdir() if not p.name.startswith(".")} <= {d.name for d in nested_reports(out)}
+        if not only_reports and not (index.is_file() and MARKER in index.read_text(errors="replace")):
             raise BenchError(f"{out} exists and does not hold a previous `bench report`; choose an empty or new folder with -o")
 
 
-def _swap(staging: Path, out: Path) -> None:
-    """Move the finished report into place, replacing an older report, so no reader ever sees half of one."""
+def nested_reports(out: Path) -> list[Path]:
+    """Return the subfolders of the report folder `out` that hold reports of their own (a study's, in ./reports/<study>)."""
+    if not out.is_dir():
+        return []
+    return sorted(d for d in out.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / "index.md").is_file() and MARKER in (d / "index.md").read_text(errors="replace"))
+
+
+def _swap(staging: Path, out: Path, keep: Sequence[str] = ()) -> None:
+    """Move the finished report into place, replacing an older report (its nested reports `keep` move into the new one), so no reader ever sees half of one."""
     old = None
     if out.exists():
         old = out.parent / f".old-{out.name}-{os.getpid()}"
         os.replace(out, old)
+        for name in keep:
+            os.replace(old / name, staging / name)
     os.replace(staging, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
