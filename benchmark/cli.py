@@ -10,8 +10,8 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .errors import BenchError, one_line
+from .hparams import MAX_SEED
 
-MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

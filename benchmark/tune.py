@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 from . import runner
 from .config import param_table, resolve
 from .errors import BenchError, one_line
-from .hparams import Param
+from .hparams import MAX_SEED, Param
 from .methods import METHODS, Method
 from .sampling import PRUNERS, make_sampler
 from .storage import check_storage, claim_lock, database_url, open_storage, public_url, retry_callback
@@ -58,7 +58,6 @@ OBJECTIVE = "val/auc"
 MAX_CONSECUTIVE_FAILURES = 3
 POLL_SECONDS = 5  # how often a worker with nothing to claim looks again
 BUDGETED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed
 MAX_TRIALS = 100_000
 MAX_JOBS = 256
 

@@ -14,7 +14,6 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from benchmark import leaderboard as lb
 from benchmark.ranking import ranking
-from benchmark import metrics
 from benchmark import robustness as rb
 from benchmark import robustness_board as board
 from benchmark import robustness_report as report
