@@ -161,7 +161,7 @@ def compression_of(data: bytes) -> str | None:
     return None
 
 
-def read_members(data: bytes, path: Path, max_bytes: int, what: str = "two files") -> dict[str, bytes]:
+def read_members(data: bytes, path: Path, max_bytes: int, what: str) -> dict[str, bytes]:
     """Return {name: bytes} of an archive's regular files after checking every header (nothing extracted).
 
     Rejects: compressed files and anything else that is not a plain tar archive; extended headers

@@ -13,7 +13,6 @@ from .errors import BenchError, one_line
 from .hparams import MAX_SEED
 
 
-
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
@@ -264,8 +263,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .store import read_json
     from .submission import package
 
@@ -404,16 +401,19 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"copied {len(copied)} studies from {source} to {args.to}: {', '.join(copied) or 'none'}")
         return 0
     if args.action == "run":
-        report = st.run(study, opts)
-        if not args.no_report:
-            from pathlib import Path
+        report_out = None
+        if not args.no_report:  # a report folder that cannot be written is said before hours of training, not after
+            from .store import check_folder_target
 
+            report_out = check_folder_target(Path(args.report_out or default_report_out(study.path)), "--report-out")
+        report = st.run(study, opts)
+        if report_out is not None:
             from .report import ReportOptions, build_report
 
             out, notes = build_report(
                 ReportOptions(
                     runs=[Path(opts.runs_root or "runs")],
-                    out=Path(args.report_out or default_report_out(study.path)),
+                    out=report_out,
                     tasks=list(study.tasks),
                     leaderboards=Path(opts.leaderboard_dir),
                     data_root=opts.data_root,
@@ -436,12 +436,14 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def default_report_out(study: str | Path | None) -> Path:
     """Return where a report goes when no folder is given: ./reports, and a study's own ./reports/<stem> inside it."""
+    from .report.build import OWN_FOLDERS
+
+    if study is not None and Path(study).stem in OWN_FOLDERS:
+        raise BenchError(f"a study named {Path(study).stem!r} would put its report in the report's own reports/{Path(study).stem}/ folder; rename the study file or give the report folder")
     return Path("reports") / Path(study).stem if study is not None else Path("reports")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .report import ReportOptions, build_report
     from .store import check_folder_target, clean_stale_folders
     from .tune import check_storage, database_url

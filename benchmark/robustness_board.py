@@ -52,6 +52,8 @@ def attach(task: str, entry_id: str, seed: int, block: dict[str, Any], directory
         run["robustness"] = block
         if seconds is not None:
             run["robustness_seconds"] = seconds
+        else:  # the time of a pass this block replaces is not this block's
+            run.pop("robustness_seconds", None)
         write_json(lb.leaderboard_path(task, directory), board)
 
 

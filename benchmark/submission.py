@@ -250,11 +250,6 @@ def load_run(run_dir: str | Path, *, max_mb: float = DEFAULT_MAX_MB) -> Submissi
 # --- validation ------------------------------------------------------------------------------
 
 
-
-
-# --- validation ------------------------------------------------------------------------------
-
-
 def validate_bytes(data: bytes, path: Path, *, max_bytes: int) -> Submission:
     """Return the validated Submission in archive bytes `data`, or raise BenchError saying what is wrong."""
     if len(data) > max_bytes:

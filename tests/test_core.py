@@ -198,9 +198,11 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, err
 
 
-def test_records_written_into_the_checkout_do_not_make_the_commit_dirty(tmp_path: Path) -> None:
+@pytest.mark.parametrize("harness", ["", "harness/"])  # the checkout itself, or a folder of a larger one
+def test_records_written_into_the_checkout_do_not_make_the_commit_dirty(tmp_path: Path, harness: str) -> None:
     files = {"benchmark/code.py": "x = 1\n", "studies/s.toml": "tasks = []\n", "studies/s.journal": "{}\n", "leaderboards/t.json": "{}\n", "reports/README.md": "r\n"}
-    for name, text in files.items():
+    root = tmp_path / harness
+    for name, text in {**{harness + k: v for k, v in files.items()}, "outside.txt": "o\n"}.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
@@ -208,13 +210,13 @@ def test_records_written_into_the_checkout_do_not_make_the_commit_dirty(tmp_path
     subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
-    assert git_commit(tmp_path) == head
+    assert git_commit(root) == head
     for record in ("studies/s.journal", "leaderboards/t.json", "reports/README.md"):
-        (tmp_path / record).write_text("changed\n")
-    assert git_commit(tmp_path) == head and git_commit(tmp_path / "benchmark") == head, "a study writing its records"
-    for code in ("studies/s.toml", "benchmark/code.py"):
+        (root / record).write_text("changed\n")
+    assert git_commit(root) == head, "a study writing its records"
+    for code in (harness + "studies/s.toml", harness + "benchmark/code.py", "outside.txt"):
         (tmp_path / code).write_text("changed\n")
-        assert git_commit(tmp_path) == head + "-dirty", code
+        assert git_commit(root) == head + "-dirty", code
         subprocess.run(["git", "checkout", "-q", "--", code], cwd=tmp_path, check=True)
 
 

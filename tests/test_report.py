@@ -6,12 +6,14 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from benchmark import metrics
+from benchmark.report import build as build_module
 from benchmark.cli import main
 from benchmark.config import config_hash, resolve
 from benchmark.errors import BenchError
@@ -248,6 +250,10 @@ def test_report_is_reproducible_and_replaces_only_a_previous_report(trained: dic
     with pytest.raises(BenchError, match="does not hold a previous `bench report`"):
         build_report(ReportOptions(runs=trained["runs"], out=mine, leaderboards=None))
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    (mine / "notes.txt").rename(mine / ".gitkeep")  # hidden files are someone's too
+    with pytest.raises(BenchError, match="does not hold a previous `bench report`"):
+        build_report(ReportOptions(runs=trained["runs"], out=mine, leaderboards=None))
+    assert [p.name for p in mine.iterdir()] == [".gitkeep"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
@@ -572,3 +578,59 @@ def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their
         assert overview.count("[hand](hand/index.md)") == 1 and (tmp_path / "reports" / "hand" / "index.md").read_bytes() == study_index
     assert main(["report", "--study", "studies/hand.toml", "--data-root", "no-data"]) == 0
     assert (tmp_path / "reports" / "index.md").read_text() == overview and not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]
+    # a rebuild that fails at its last step puts the previous report back whole, the study report inside it
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "reports").rglob("*") if p.is_file()}
+    real_replace = build_module.os.replace
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith(".staging-reports-"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(build_module.os, "replace", failing_replace)
+    assert main(["report", "--data-root", "no-data"]) == 2
+    monkeypatch.undo()
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "reports").rglob("*") if p.is_file()} == before
+    assert not [p for p in tmp_path.rglob(".*") if p.name.startswith((".staging-", ".old-"))]
+    # a study whose report would land in the report's own tables/ folder is refused in one line
+    (studies / "tables.toml").write_text(STUDY_TEXT)
+    capsys.readouterr()
+    assert main(["report", "--study", "studies/tables.toml", "--data-root", "no-data"]) == 2
+    err = capsys.readouterr().err
+    assert "tables" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_lever_on_a_lever_counts_as_tuned_when_an_arm_up_its_chain_was_tuned(tmp_path: Path) -> None:
+    from benchmark.report.levers import _selected_on_validation
+    from benchmark.studyfile import load
+
+    path = tmp_path / "chain.toml"
+    path.write_text("""
+tasks = ["breastmnist"]
+[tune]
+trials = 0
+[[arm]]
+method = "ce"
+trials = 2
+[[arm]]
+name = "ce+ema"
+method = "ce"
+base = "ce"
+fixed = { ema = true }
+[[arm]]
+name = "ce+ema+swa"
+method = "ce"
+base = "ce+ema"
+fixed = { swa = true }
+[[arm]]
+method = "aucm"
+[[arm]]
+name = "aucm+ema"
+method = "aucm"
+base = "aucm"
+fixed = { ema = true }
+""")
+    study = load(path)
+    arms = {arm.name: arm for arm in study.arms}
+    assert _selected_on_validation(study, arms["ce+ema"]) and _selected_on_validation(study, arms["ce+ema+swa"])
+    assert not _selected_on_validation(study, arms["aucm+ema"])  # aucm takes the study's trials = 0

@@ -260,7 +260,9 @@ def add_results(task: str, results: Sequence[SeedResult], directory: str | Path 
                 kept = merged.get(r.seed)
                 if kept is not None and "robustness" in kept.record and np.array_equal(kept.logits, r.logits):
                     # the same model again: its robustness block (and the time it took) stays
-                    r.record = {**r.record, **{k: kept.record[k] for k in ("robustness", "robustness_seconds") if k in kept.record}}
+                    # (both from one record, so the block never carries another pass's time)
+                    fresh = {k: v for k, v in r.record.items() if k not in ("robustness", "robustness_seconds")}
+                    r.record = {**fresh, **{k: kept.record[k] for k in ("robustness", "robustness_seconds") if k in kept.record}}
                 merged[r.seed] = r
                 sources[r.seed] = source
             entry, sidecar = build_entry(task_obj, list(merged.values()), sources)
