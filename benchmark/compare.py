@@ -21,6 +21,7 @@ from typing import Any, Callable
 from . import runner, tune
 from .config import param_table
 from .errors import BenchError
+from .hparams import MAX_SEED
 from .methods import METHODS
 from .store import check_folder_target, write_json
 from .tune_results import cost
@@ -69,8 +70,8 @@ def validate(spec: CompareSpec) -> None:
         raise BenchError(f"--methods names a method twice: {','.join(spec.methods)}")
     if isinstance(spec.seeds, bool) or not isinstance(spec.seeds, int) or not 1 <= spec.seeds <= MAX_SEEDS:
         raise BenchError(f"--seeds must be an integer from 1 to {MAX_SEEDS}, got {spec.seeds!r}")
-    if isinstance(spec.seed, int) and spec.seed + spec.seeds > tune.MAX_SEED:
-        raise BenchError(f"--seed {spec.seed} with --seeds {spec.seeds}: the final seeds would pass {tune.MAX_SEED}, the largest seed numpy and torch accept")
+    if isinstance(spec.seed, int) and spec.seed + spec.seeds > MAX_SEED:
+        raise BenchError(f"--seed {spec.seed} with --seeds {spec.seeds}: the final seeds would pass {MAX_SEED}, the largest seed numpy and torch accept")
     check_folder_target(Path(spec.runs_root) if spec.runs_root else runner.DEFAULT_RUNS, "--runs")
     for method in spec.methods:
         METHODS.get(method)

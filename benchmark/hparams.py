@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence
 
 from .errors import BenchError
 
+MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed (torch.manual_seed, np.random.seed)
+
 
 @dataclass(frozen=True)
 class Param:

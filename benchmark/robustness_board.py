@@ -11,6 +11,7 @@ its own test predictions), or a submission archive given on the command line.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -39,8 +40,8 @@ def summary(entry: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def attach(task: str, entry_id: str, seed: int, block: dict[str, Any], directory: str | Path = lb.DEFAULT_DIR) -> None:
-    """Store `block` on seed `seed` of entry `entry_id` (under the board's lock, atomically; everything else unchanged)."""
+def attach(task: str, entry_id: str, seed: int, block: dict[str, Any], directory: str | Path = lb.DEFAULT_DIR, seconds: float | None = None) -> None:
+    """Store `block` (and the `seconds` it took, where given) on seed `seed` of entry `entry_id` (under the board's lock, atomically; everything else unchanged)."""
     directory = Path(directory)
     with lb.locked(task, directory):
         board = lb.read_board(task, directory)
@@ -49,6 +50,10 @@ def attach(task: str, entry_id: str, seed: int, block: dict[str, Any], directory
         if run is None:
             raise BenchError(f"{lb.leaderboard_path(task, directory)} has no entry {entry_id} with seed {seed}")
         run["robustness"] = block
+        if seconds is not None:
+            run["robustness_seconds"] = seconds
+        else:  # the time of a pass this block replaces is not this block's
+            run.pop("robustness_seconds", None)
         write_json(lb.leaderboard_path(task, directory), board)
 
 
@@ -63,14 +68,14 @@ def seed_result_of(source: str | Path, evaluate_kwargs: dict[str, Any], max_mb: 
     return sub.seed_result(sub.evaluate(sub.load_submission(path, max_mb=max_mb), **kwargs)), "evaluate"
 
 
-def store(result: lb.SeedResult, kind: str, block: dict[str, Any], directory: str | Path = lb.DEFAULT_DIR) -> bool:
-    """Store `block` on the result's entry and seed, adding the result to its leaderboard with the block where absent; return whether it was added."""
+def store(result: lb.SeedResult, kind: str, block: dict[str, Any], directory: str | Path = lb.DEFAULT_DIR, seconds: float | None = None) -> bool:
+    """Store `block` (and its `seconds`) on the result's entry and seed, adding the result to its leaderboard with the block where absent; return whether it was added."""
     directory = Path(directory)
     board = lb.read_board(result.task, directory)
     if any(e.get("id") == result.entry_id and any(r.get("seed") == result.seed for r in e.get("runs", [])) for e in board["entries"]):
-        attach(result.task, result.entry_id, result.seed, block, directory)
+        attach(result.task, result.entry_id, result.seed, block, directory, seconds)
         return False
-    result.record = {**result.record, "robustness": block}
+    result.record = {**result.record, "robustness": block, **({"robustness_seconds": seconds} if seconds is not None else {})}
     lb.add_results(result.task, [result], directory, source=kind)
     return True
 
@@ -136,7 +141,9 @@ def fill(
                 if seed not in located:
                     say(f"{task} {entry['id']} seed {seed}: skipped, its run directory (with model.safetensors) is not under {', '.join(map(str, roots))}")
                     continue
-                attach(task, entry["id"], seed, compute(located[seed]), directory)
+                started = time.perf_counter()  # as a study times its own pass: loading the model and scoring it
+                block = compute(located[seed])
+                attach(task, entry["id"], seed, block, directory, time.perf_counter() - started)
                 added += 1
                 say(f"{task} {entry['id']} seed {seed}: added the robustness block of {located[seed]}")
     return added

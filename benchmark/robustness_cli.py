@@ -59,7 +59,9 @@ def run_command(args: argparse.Namespace, print_table: Callable[[list[dict[str, 
         for source in args.sources:
             # the source's leaderboard identity first (cheap checks), the block, then one write
             result, kind = board.seed_result_of(source, evaluate_kwargs, args.max_size_mb)
-            added = board.store(result, kind, compute(source), args.leaderboard_dir)
+            started = time.perf_counter()
+            block = compute(source)
+            added = board.store(result, kind, block, args.leaderboard_dir, time.perf_counter() - started)
             where = lb.leaderboard_path(result.task, args.leaderboard_dir)
             print(f"{'added entry' if added else 'stored the block on'} {result.entry_id} seed {result.seed} {'to' if added else 'in'} {where}")
         if not args.sources:

@@ -24,6 +24,7 @@ from .data.sampling import build_sampler
 from .data.augment import build_augmenter, check_method_accepts
 from .data.splits import Fold, folds_for
 from .errors import BenchError
+from .hparams import MAX_SEED
 from .methods import METHODS, TrainInfo
 from .models import build_model
 from .store import StagedRun, append_jsonl, check_folder_target, clean_stale_folders, environment, is_done, read_json, save_predictions, save_weights, write_json
@@ -31,7 +32,6 @@ from .tasks import Task, get_task, load_arrays
 from .trainer import Callback, FitResult, eval_batch_size, fit, predict, prepare_model, resolve_precision
 
 DEFAULT_RUNS = Path("runs")
-MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed (torch.manual_seed, np.random.seed)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -329,14 +329,21 @@ def load_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return npz["labels"], npz["logits"]
 
 
-def git_commit(cwd: Path | None = None) -> str | None:
-    """Return the harness checkout's commit (with '-dirty' if it has local changes), or None."""
-    cwd = cwd or Path(__file__).resolve().parent.parent
+# The records a study writes into the checkout while it runs; a change there is not a change of the
+# code that produced a result, so it does not make the commit '-dirty'.
+RECORD_PATHS = ("leaderboards", "studies/*.journal", "reports")
+
+
+def git_commit(root: Path | None = None) -> str | None:
+    """Return the commit of the checkout holding the harness root `root` (with '-dirty' if a tracked file outside its RECORD_PATHS has local changes), or None."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        # the whole checkout (':/'), less the records, which are relative to the harness root (the cwd)
+        excluded = [f":(exclude){path}" for path in RECORD_PATHS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *excluded], cwd=root, capture_output=True, text=True, timeout=10)
         return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

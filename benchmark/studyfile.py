@@ -38,6 +38,7 @@ from typing import Any
 
 from .config import param_table, resolve
 from .errors import BenchError
+from .hparams import MAX_SEED
 from .methods import METHODS
 from .sampling import PRUNERS
 from .tasks import get_task
@@ -48,7 +49,6 @@ TUNE_KEYS = {"trials", "epochs", "pruner", "seed", "space"}
 FINAL_KEYS = {"seeds", "epochs", "robustness"}
 ARM_KEYS = {"name", "method", "base", "fixed", "space", "trials"}
 MAX_TRIALS = 100_000
-MAX_SEED = 2**32 - 1
 STUDY_KEY = "study"  # per-seed record keys of a study's final runs on leaderboard entries
 ARM_KEY = "arm"
 

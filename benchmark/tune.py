@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 from . import runner
 from .config import param_table, resolve
 from .errors import BenchError, one_line
-from .hparams import Param
+from .hparams import MAX_SEED, Param
 from .methods import METHODS, Method
 from .sampling import PRUNERS, make_sampler
 from .storage import check_storage, claim_lock, database_url, open_storage, public_url, retry_callback
@@ -58,7 +58,6 @@ OBJECTIVE = "val/auc"
 MAX_CONSECUTIVE_FAILURES = 3
 POLL_SECONDS = 5  # how often a worker with nothing to claim looks again
 BUDGETED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-MAX_SEED = 2**32 - 1  # what numpy and torch both accept as a seed
 MAX_TRIALS = 100_000
 MAX_JOBS = 256
 
@@ -183,14 +182,13 @@ def open_study(spec: TuneSpec) -> tuple[optuna.Study, optuna.storages.BaseStorag
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with claim_lock(url):
         storage = open_storage(url)
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            direction="maximize",
-            sampler=make_sampler(spec.seed, spec.trials),
-            pruner=PRUNERS.get(spec.pruner)(definition_["epochs"]),
-            load_if_exists=True,
-        )
+        sampler, pruner = make_sampler(spec.seed, spec.trials), PRUNERS.get(spec.pruner)(definition_["epochs"])
+        try:
+            # an existing study is loaded, not re-created: create_study(load_if_exists=True) appends a
+            # create record to a journal on every open, which a committed journal would carry for good
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        except KeyError:
+            study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True)
         stored = study.user_attrs.get("definition")
         if stored is None:
             study.set_user_attr("definition", definition_)

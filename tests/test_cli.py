@@ -14,7 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmark.cli import _progress_factory, build_parser, main
+from benchmark.cli import build_parser, main
+from benchmark.commands import _progress_factory
 from benchmark.store import read_json
 from benchmark.synthetic import write_synthetic
 from benchmark.tasks import TASKS, get_task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from benchmark.errors import BenchError
 from benchmark.methods import METHODS
 from benchmark.models import build_model
 from benchmark.runner import RunSpec, run
-from benchmark.store import load_predictions, load_weights, read_jsonl
+from benchmark.store import git_commit, load_predictions, load_weights, read_jsonl
 from benchmark.tasks import TASKS, get_task, load_arrays
 
 ALL_TASKS = TASKS.names()
@@ -195,6 +196,28 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return code, err
+
+
+@pytest.mark.parametrize("harness", ["", "harness/"])  # the checkout itself, or a folder of a larger one
+def test_records_written_into_the_checkout_do_not_make_the_commit_dirty(tmp_path: Path, harness: str) -> None:
+    files = {"benchmark/code.py": "x = 1\n", "studies/s.toml": "tasks = []\n", "studies/s.journal": "{}\n", "leaderboards/t.json": "{}\n", "reports/README.md": "r\n"}
+    root = tmp_path / harness
+    for name, text in {**{harness + k: v for k, v in files.items()}, "outside.txt": "o\n"}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit(root) == head
+    for record in ("studies/s.journal", "leaderboards/t.json", "reports/README.md"):
+        (root / record).write_text("changed\n")
+    assert git_commit(root) == head, "a study writing its records"
+    for code in (harness + "studies/s.toml", harness + "benchmark/code.py", "outside.txt"):
+        (tmp_path / code).write_text("changed\n")
+        assert git_commit(root) == head + "-dirty", code
+        subprocess.run(["git", "checkout", "-q", "--", code], cwd=tmp_path, check=True)
 
 
 def test_cli_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from benchmark import metrics
+from benchmark.report import build as build_module
 from benchmark.cli import main
 from benchmark.config import config_hash, resolve
 from benchmark.errors import BenchError
@@ -249,6 +250,10 @@ def test_report_is_reproducible_and_replaces_only_a_previous_report(trained: dic
     with pytest.raises(BenchError, match="does not hold a previous `bench report`"):
         build_report(ReportOptions(runs=trained["runs"], out=mine, leaderboards=None))
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    (mine / "notes.txt").rename(mine / ".gitkeep")  # hidden files are someone's too
+    with pytest.raises(BenchError, match="does not hold a previous `bench report`"):
+        build_report(ReportOptions(runs=trained["runs"], out=mine, leaderboards=None))
+    assert [p.name for p in mine.iterdir()] == [".gitkeep"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
@@ -498,7 +503,7 @@ fixed = { ema = true }
 """
 
 
-def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their_base(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmark.leaderboard import add_results, read_run
 
     runs, boards = tmp_path / "runs", tmp_path / "leaderboards"
@@ -560,3 +565,72 @@ def test_a_study_report_shows_the_study_finals_alone_and_its_levers_beside_their
     protocol = (tmp_path / "rep0" / "index.md").read_text().split("## Tables")[0]
     assert "no tuning (`[tune] trials = 0`)" in protocol and "at its paper defaults" in protocol
     assert "finished trials" not in protocol and "Optuna record is" not in protocol and "selected on validation" not in protocol
+    assert "configuration (selected on validation)" in levers
+    levers0 = (tmp_path / "rep0" / "tables" / "levers.md").read_text()
+    assert "configuration (its paper defaults, untuned)" in levers0 and "selected on validation" not in levers0
+    # the default folders, as reports/ is committed: a study's report in reports/<stem>, kept inside the overview
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--study", "studies/hand.toml", "--data-root", "no-data"]) == 0
+    study_index = (tmp_path / "reports" / "hand" / "index.md").read_bytes()
+    for _ in range(2):  # built over a folder holding only the study report, then over itself
+        assert main(["report", "--data-root", "no-data"]) == 0, capsys.readouterr().err
+        overview = (tmp_path / "reports" / "index.md").read_text()
+        assert overview.count("[hand](hand/index.md)") == 1 and (tmp_path / "reports" / "hand" / "index.md").read_bytes() == study_index
+    assert main(["report", "--study", "studies/hand.toml", "--data-root", "no-data"]) == 0
+    assert (tmp_path / "reports" / "index.md").read_text() == overview and not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]
+    # a rebuild that fails at its last step puts the previous report back whole, the study report inside it
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "reports").rglob("*") if p.is_file()}
+    real_replace = build_module.os.replace
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith(".staging-reports-"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(build_module.os, "replace", failing_replace)
+    assert main(["report", "--data-root", "no-data"]) == 2
+    monkeypatch.undo()
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "reports").rglob("*") if p.is_file()} == before
+    assert not [p for p in tmp_path.rglob(".*") if p.name.startswith((".staging-", ".old-"))]
+    # a study whose report would land in the report's own tables/ folder is refused in one line
+    (studies / "tables.toml").write_text(STUDY_TEXT)
+    capsys.readouterr()
+    assert main(["report", "--study", "studies/tables.toml", "--data-root", "no-data"]) == 2
+    err = capsys.readouterr().err
+    assert "tables" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_lever_on_a_lever_counts_as_tuned_when_an_arm_up_its_chain_was_tuned(tmp_path: Path) -> None:
+    from benchmark.report.levers import _selected_on_validation
+    from benchmark.studyfile import load
+
+    path = tmp_path / "chain.toml"
+    path.write_text("""
+tasks = ["breastmnist"]
+[tune]
+trials = 0
+[[arm]]
+method = "ce"
+trials = 2
+[[arm]]
+name = "ce+ema"
+method = "ce"
+base = "ce"
+fixed = { ema = true }
+[[arm]]
+name = "ce+ema+swa"
+method = "ce"
+base = "ce+ema"
+fixed = { swa = true }
+[[arm]]
+method = "aucm"
+[[arm]]
+name = "aucm+ema"
+method = "aucm"
+base = "aucm"
+fixed = { ema = true }
+""")
+    study = load(path)
+    arms = {arm.name: arm for arm in study.arms}
+    assert _selected_on_validation(study, arms["ce+ema"]) and _selected_on_validation(study, arms["ce+ema+swa"])
+    assert not _selected_on_validation(study, arms["aucm+ema"])  # aucm takes the study's trials = 0

@@ -14,7 +14,6 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from benchmark import leaderboard as lb
 from benchmark.ranking import ranking
-from benchmark import metrics
 from benchmark import robustness as rb
 from benchmark import robustness_board as board
 from benchmark import robustness_report as report
@@ -184,10 +183,13 @@ def test_blocks_on_the_leaderboard_and_the_robust_sort(runs: dict[str, Path], sy
     assert "added entry" in capsys.readouterr().out
     entries = {e["id"]: e for e in lb.read_board("breastmnist", directory)["entries"] if not e.get("reference")}
     assert len(entries) == 2 and all("robustness" in e["runs"][0] for e in entries.values())
+    assert all(e["runs"][0]["robustness_seconds"] > 0 for e in entries.values()), "the pass's time is kept, as a study keeps it"
     # the seed-1 run of the first configuration, added without a block (seed 0's stays), then found under --runs
     lb.add_runs("breastmnist", [runs["a1"]], directory)
     assert main(["robustness", "--leaderboard", "--runs", str(runs["root"]), *common]) == 0
     out = capsys.readouterr().out
+    filled = next(r for e in lb.read_board("breastmnist", directory)["entries"] for r in e.get("runs", []) if r.get("run_id") and r["seed"] == 1)
+    assert filled["robustness"] and filled["robustness_seconds"] > 0
     assert "added 1 robustness block(s)" in out and "every seed already has a robustness block" in out
     ranked_groups = ranking("breastmnist", directory, sort="robust")["groups"]
     rows = {r["id"]: r for g in ranked_groups for r in g["rows"] if r["kind"] == "run"}

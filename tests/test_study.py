@@ -160,8 +160,10 @@ def test_a_study_runs_to_its_budget_and_its_entries_equal_its_final_runs(data_ro
         assert rows[arm]["test_auc"] == [r["test"]["auc"] for r in entry["runs"]]
     # rerun: nothing left, nothing retrained, the same entries
     mtimes = {p: p.stat().st_mtime for p in Path(opts.runs_root).rglob("result.json")}
+    record = journal.read_bytes()
     again = st.run(study, opts)
     assert {p: p.stat().st_mtime for p in Path(opts.runs_root).rglob("result.json")} == mtimes
+    assert journal.read_bytes() == record, "a finished study opened again adds nothing to its committed record"
     assert leaderboard.read_board("breastmnist", opts.leaderboard_dir) == board
     assert [r["state"] for r in again["rows"]] == ["done", "done"]
     # the rerun through the command line rebuilds the study's report: its cells are the entries' own numbers

@@ -30,6 +30,9 @@ FIGURES: list[Callable[[Loaded], Section]] = [
 ]
 
 
+OWN_FOLDERS = ("figures", "tables")  # what every report writes; a study report of either name could not be kept inside one
+
+
 def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
     """Write the report into `opts.out` (replacing a previous report there); return (out folder, list of files written)."""
     study = None
@@ -40,6 +43,8 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
     tasks_filter = _check_tasks(opts.tasks or (list(study.tasks) if study else None))
     out = Path(opts.out)
     _check_out(out)
+    if clash := [d.name for d in nested_reports(out) if d.name in OWN_FOLDERS]:
+        raise BenchError(f"{out / clash[0]} holds a report but is the name of the report's own {clash[0]}/ folder; move it (a study report goes to reports/<study stem>)")
     order = tasks_filter or TASKS.names()
     roots = roots_of(opts)
     runs, load_notes = load_runs(roots, tasks_filter, allow_empty=opts.leaderboards is not None and not (opts.runs_first and roots))
@@ -60,8 +65,8 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
     staging = out.parent / f".staging-{out.name}-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
-    (staging / "figures").mkdir(parents=True)
-    (staging / "tables").mkdir()
+    for folder in OWN_FOLDERS:
+        (staging / folder).mkdir(parents=True)
     data = Loaded(opts, staging / "figures", runs, groups, entries, order, tasks, methods, colors, {t: get_task(t).title for t in TASKS}, study)
     try:
         sections = [section(data) for section in FIGURES]
@@ -70,8 +75,13 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
             extra["levers"] = (levers, "The generalization levers: each beside its base arm, same seeds and budget.", "tab:levers", (3,))
         tables = write_tables(staging / "tables", entries, tasks, methods, extra)
         write_index(staging, data, missing, load_notes + board_notes, sections, tables)
+        kept = nested_reports(out)
+        if kept:
+            with (staging / "index.md").open("a") as index:
+                index.write("\n## Study reports\n\nBuilt apart by `bench report --study` (or `bench study run`) into this folder, and kept when it is rebuilt:\n\n")
+                index.writelines(f"- [{d.name}]({d.name}/index.md)\n" for d in kept)
         written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        _swap(staging, out)
+        _swap(staging, out, [d.name for d in kept])
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -92,16 +102,38 @@ def _check_out(out: Path) -> None:
         raise BenchError(f"{out} is a file; -o needs a folder")
     if out.is_dir() and any(out.iterdir()):
         index = out / "index.md"
-        if not (index.is_file() and MARKER in index.read_text(errors="replace")):
+        # a folder holding nothing but study reports (and the staging folders of those being built) is a report folder too
+        names = {p.name for p in out.iterdir() if not p.name.startswith((".staging-", ".old-"))}
+        only_reports = bool(names) and names <= {d.name for d in nested_reports(out)}
+        if not only_reports and not (index.is_file() and MARKER in index.read_text(errors="replace")):
             raise BenchError(f"{out} exists and does not hold a previous `bench report`; choose an empty or new folder with -o")
 
 
-def _swap(staging: Path, out: Path) -> None:
-    """Move the finished report into place, replacing an older report, so no reader ever sees half of one."""
+def nested_reports(out: Path) -> list[Path]:
+    """Return the subfolders of the report folder `out` that hold reports of their own (a study's, in ./reports/<study>)."""
+    if not out.is_dir():
+        return []
+    return sorted(d for d in out.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / "index.md").is_file() and MARKER in (d / "index.md").read_text(errors="replace"))
+
+
+def _swap(staging: Path, out: Path, keep: Sequence[str] = ()) -> None:
+    """Move the finished report into place, replacing an older report (its nested reports `keep` move into the new one), so no reader ever sees half of one."""
     old = None
     if out.exists():
         old = out.parent / f".old-{out.name}-{os.getpid()}"
         os.replace(out, old)
-    os.replace(staging, out)
+        moved: list[str] = []
+        try:
+            for name in keep:
+                os.replace(old / name, staging / name)
+                moved.append(name)
+            os.replace(staging, out)
+        except BaseException:  # put the previous report back whole, study reports included
+            for name in moved:
+                os.replace(staging / name, old / name)
+            os.replace(old, out)
+            raise
+    else:
+        os.replace(staging, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

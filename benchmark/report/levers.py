@@ -1,7 +1,7 @@
 """The report's levers table: each lever arm of a study beside its base arm, on the same final seeds.
 
-A lever arm retrains its base arm's validation-selected configuration with one control switched
-on (EMA, SWA, k-fold, refit, two-stage), or with one more setting searched on validation (the
+A lever arm retrains its base arm's configuration (validation-selected where the base was tuned,
+else the paper defaults) with one control switched on (EMA, SWA, k-fold, refit, two-stage), or with one more setting searched on validation (the
 augmentation preset). Each row sets the lever's final entry beside its base's: test AUC mean ±
 sd over the final seeds, the difference of the means with the sd of the per-seed differences
 (same seeds, so paired), the mean validation AUC, and the mean corrupted AUC where the seeds
@@ -58,6 +58,17 @@ def _change(arm: Any, entry: Mapping[str, Any] | None) -> str:
     return "; ".join(parts) or "(none)"
 
 
+def _selected_on_validation(study: Any, lever: Any) -> bool:
+    """Return whether the configuration a lever retrains was tuned: some arm up its chain of bases searched on validation."""
+    by_name = {arm.name: arm for arm in study.arms}
+    arm = by_name.get(lever.base)
+    while arm is not None:
+        if study.budget(arm) > 0:
+            return True
+        arm = by_name.get(arm.base) if arm.base is not None else None
+    return False
+
+
 def lever_table(boards: Mapping[tuple[str, str], Sequence[dict[str, Any]]], study: Any, tasks: Sequence[str]) -> Table | None:
     """Return the levers table of `study` (a StudyFile) from the leaderboards' candidate entries, or None when it has no lever arm with a final entry."""
     finals = study_entries(boards, study)
@@ -76,8 +87,11 @@ def lever_table(boards: Mapping[tuple[str, str], Sequence[dict[str, Any]]], stud
             ])
     if not rows:
         return None
+    shown = [arm for arm in study.arms if arm.base is not None and any((task, arm.name) in finals for task in tasks)]
+    tuned = [_selected_on_validation(study, arm) for arm in shown]
+    selected = "selected on validation" if all(tuned) else "its paper defaults, untuned" if not any(tuned) else "selected on validation where it was tuned, else its paper defaults"
     note = (
-        f"Each lever of the study `{study.path.name}` retrains its base arm's configuration (selected on validation) with the change shown, "
+        f"Each lever of the study `{study.path.name}` retrains its base arm's configuration ({selected}) with the change shown, "
         "on the same final seeds and budget. Test and corrupted AUC: mean ± sd over seeds (seeds in brackets); Δ: lever mean minus base mean, "
         "in brackets the sd of the per-seed differences. The test split chose none of these settings."
     )
