@@ -43,7 +43,8 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
     tasks_filter = _check_tasks(opts.tasks or (list(study.tasks) if study else None))
     out = Path(opts.out)
     _check_out(out)
-    if clash := [d.name for d in nested_reports(out) if d.name in OWN_FOLDERS]:
+    kept = nested_reports(out)  # study reports inside `out`, carried into the new one
+    if clash := [d.name for d in kept if d.name in OWN_FOLDERS]:
         raise BenchError(f"{out / clash[0]} holds a report but is the name of the report's own {clash[0]}/ folder; move it (a study report goes to reports/<study stem>)")
     order = tasks_filter or TASKS.names()
     roots = roots_of(opts)
@@ -75,7 +76,6 @@ def build_report(opts: ReportOptions) -> tuple[Path, list[str]]:
             extra["levers"] = (levers, "The generalization levers: each beside its base arm, same seeds and budget.", "tab:levers", (3,))
         tables = write_tables(staging / "tables", entries, tasks, methods, extra)
         write_index(staging, data, missing, load_notes + board_notes, sections, tables)
-        kept = nested_reports(out)
         if kept:
             with (staging / "index.md").open("a") as index:
                 index.write("\n## Study reports\n\nBuilt apart by `bench report --study` (or `bench study run`) into this folder, and kept when it is rebuilt:\n\n")

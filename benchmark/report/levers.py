@@ -60,12 +60,12 @@ def _change(arm: Any, entry: Mapping[str, Any] | None) -> str:
 
 def _selected_on_validation(study: Any, lever: Any) -> bool:
     """Return whether the configuration a lever retrains was tuned: some arm up its chain of bases searched on validation."""
-    by_name = {arm.name: arm for arm in study.arms}
-    arm = by_name.get(lever.base)
-    while arm is not None:
+    base = lever.base
+    while base is not None:  # a base is always an arm declared before it (studyfile checks)
+        arm = study.arm(base)
         if study.budget(arm) > 0:
             return True
-        arm = by_name.get(arm.base) if arm.base is not None else None
+        base = arm.base
     return False
 
 
